@@ -1,0 +1,1 @@
+"""Dataset ingest: images, captions, reports, aspect buckets and the built-in demo dataset."""

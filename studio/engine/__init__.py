@@ -1,0 +1,1 @@
+"""Training engine: devices, base models (Hub, local, single file, built-in tiny), LoRA, training."""

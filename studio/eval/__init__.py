@@ -1,0 +1,1 @@
+"""Evaluation: comparison grids, batch generation and CLIP / DINO scoring."""

@@ -1,0 +1,1 @@
+"""The Gradio studio; the only package that imports gradio."""
