@@ -1,0 +1,82 @@
+"""Which accelerator to use, how much memory it has, and which precision `auto` picks and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Precision = Literal["fp32", "fp16", "bf16"]
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    type: Literal["cuda", "mps", "cpu"]
+    name: str
+    total_memory_bytes: int | None
+    """Accelerator memory (CUDA); system memory for MPS (unified) and CPU."""
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.type)
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    precision: Precision
+    reason: str
+    use_grad_scaler: bool
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+
+
+def system_memory_bytes() -> int | None:
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def detect_device() -> DeviceInfo:
+    """CUDA if present, then Apple MPS, then CPU."""
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return DeviceInfo("cuda", props.name, props.total_memory)
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return DeviceInfo("mps", "Apple Silicon (MPS)", system_memory_bytes())
+    import platform
+
+    return DeviceInfo("cpu", platform.processor() or platform.machine() or "CPU", system_memory_bytes())
+
+
+def cuda_has_native_bf16() -> bool:
+    """True on Ampere and newer; a T4 emulates bf16 slowly, which does not count."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch without the keyword
+        return torch.cuda.get_device_capability(0)[0] >= 8
+
+
+def choose_precision(requested: str, device: DeviceInfo) -> PrecisionChoice:
+    """Resolve `train.precision` for a device, or raise ValueError when it cannot work there."""
+    if requested == "auto":
+        if device.type == "cuda":
+            if cuda_has_native_bf16():
+                return PrecisionChoice("bf16", f"{device.name} has native bf16: bf16 autocast, no loss scaling", False)
+            return PrecisionChoice("fp16", f"{device.name} has no native bf16: fp16 autocast with loss scaling", True)
+        if device.type == "mps":
+            return PrecisionChoice("fp32", "Apple MPS: fp32 (half precision gives black images on MPS)", False)
+        return PrecisionChoice("fp32", "CPU: fp32 (half precision is slower on CPU and not needed)", False)
+    if requested in ("fp16", "bf16") and device.type == "cpu":
+        raise ValueError(f"train.precision={requested} needs a GPU; this machine trains on the CPU: use auto or fp32")
+    if requested == "bf16" and device.type == "cuda" and not cuda_has_native_bf16():
+        raise ValueError(f"train.precision=bf16: {device.name} has no native bf16; use auto (fp16 with loss scaling)")
+    if requested == "fp16" and device.type == "mps":
+        return PrecisionChoice("fp16", "fp16 on MPS as requested (may give black images; auto uses fp32)", False)
+    scaler = requested == "fp16" and device.type == "cuda"
+    return PrecisionChoice(requested, f"{requested} as requested", scaler)  # type: ignore[arg-type]
