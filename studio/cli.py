@@ -17,9 +17,6 @@ log = logging.getLogger("studio")
 # Subcommands that later issues build. They exist (with --help) so the CLI is complete, and say so
 # plainly instead of pretending to work.
 NOT_YET = {
-    "train": "the training engine (issue #3)",
-    "resume": "the training engine (issue #3)",
-    "export": "the training engine (issue #3)",
     "bench": "the training engine (issue #3)",
     "caption": "the Dataset tab and captioners (issue #5)",
     "compare": "the Compare tab (issue #6)",
@@ -121,6 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in NOT_YET:
         print(f"`{args.command}` is not available yet: it arrives with {NOT_YET[args.command]}.", file=sys.stderr)
         return 2
+    if args.command == "train":
+        from studio.commands.train import run_train
+
+        return run_train(args)
+    if args.command == "resume":
+        from studio.commands.train import run_resume
+
+        return run_resume(args)
+    if args.command == "export":
+        from studio.commands.export import run_export
+
+        return run_export(args)
     if args.command == "check":
         from studio.commands.check import run_check
 

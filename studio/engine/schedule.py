@@ -1,0 +1,56 @@
+"""Learning-rate schedules: linear warm-up, then constant, cosine, linear decay, or reduce-on-plateau.
+
+One small object with a state dict, so an exact resume restores it like any other state.
+"""
+
+from __future__ import annotations
+
+import math
+
+from studio.config import OptimSection
+
+
+class LRSchedule:
+    def __init__(self, cfg: OptimSection, max_steps: int):
+        self.kind = cfg.scheduler
+        self.warmup = cfg.warmup_steps
+        self.max_steps = max_steps
+        self.patience = cfg.plateau_patience
+        self.factor = cfg.plateau_factor
+        # plateau state
+        self.plateau_scale = 1.0
+        self.best = math.inf
+        self.bad_steps = 0
+
+    def factor_at(self, step: int) -> float:
+        """Multiplier of the base learning rate for optimizer step `step` (0-based)."""
+        if self.warmup and step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        progress = (step - self.warmup) / max(1, self.max_steps - self.warmup)
+        if self.kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        if self.kind == "linear":
+            return max(0.0, 1.0 - progress)
+        if self.kind == "plateau":
+            return self.plateau_scale
+        return 1.0
+
+    def observe(self, step: int, smoothed_loss: float) -> None:
+        """`plateau` only: lower the rate after `patience` steps without a 0.1 % improvement."""
+        if self.kind != "plateau" or step < self.warmup:
+            return
+        if smoothed_loss < self.best * (1 - 1e-3):
+            self.best, self.bad_steps = smoothed_loss, 0
+        else:
+            self.bad_steps += 1
+            if self.bad_steps >= self.patience:
+                self.plateau_scale *= self.factor
+                self.bad_steps = 0
+
+    def state_dict(self) -> dict:
+        return {"plateau_scale": self.plateau_scale, "best": self.best, "bad_steps": self.bad_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau_scale = float(state["plateau_scale"])
+        self.best = float(state["best"])
+        self.bad_steps = int(state["bad_steps"])
