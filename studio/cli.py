@@ -17,7 +17,6 @@ log = logging.getLogger("studio")
 # Subcommands that later issues build. They exist (with --help) so the CLI is complete, and say so
 # plainly instead of pretending to work.
 NOT_YET = {
-    "bench": "the training engine (issue #3)",
     "caption": "the Dataset tab and captioners (issue #5)",
     "compare": "the Compare tab (issue #6)",
     "score": "the Score tab (issue #6)",
@@ -103,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed benchmark: our loop vs an uncached loop")
     p.add_argument("--preset", default="tiny-demo")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser
 
 
@@ -130,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         from studio.commands.export import run_export
 
         return run_export(args)
+    if args.command == "bench":
+        from studio.commands.bench import run_bench_command
+
+        return run_bench_command(args)
     if args.command == "check":
         from studio.commands.check import run_check
 

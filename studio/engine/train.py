@@ -294,10 +294,21 @@ class Trainer:
         return "finished"
 
     # ------------------------------------------------------------------------------------------
-    def _loss(self, micro: int) -> torch.Tensor:
+    @torch.no_grad()
+    def eval_loss(self, batches: int = 8, seed: int = 1234) -> float:
+        """Mean loss over fixed batches, noise and timesteps (a seed of its own): comparable
+        before and after training, unlike the noisy training loss."""
+        was_training = self.pipe.unet.training
+        self.pipe.unet.eval()
+        try:
+            return sum(self._loss(m, seed).item() for m in range(batches)) / batches
+        finally:
+            self.pipe.unet.train(was_training)
+
+    def _loss(self, micro: int, seed: int | None = None) -> torch.Tensor:
         cfg, device = self.config, self.device
         ids = self.order.batch(micro)
-        py, gen = micro_rng(cfg.train.seed, micro)
+        py, gen = micro_rng(cfg.train.seed if seed is None else seed, micro)
         examples = [self.examples[i] for i in ids]
 
         # latents: cached (a flip is a cached variant) or encoded now after augmentation
