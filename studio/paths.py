@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: builds are still atomic, only not serialised
+    fcntl = None  # type: ignore[assignment]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,3 +29,18 @@ def default_outputs_dir() -> Path:
 
 def default_models_dir() -> Path:
     return Path(os.environ.get("LORA_STUDIO_MODELS", REPO_ROOT / "models"))
+
+
+@contextlib.contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """An exclusive lock between processes (DDP ranks, a CLI beside the studio) building the same
+    cached item; the second one waits, then finds the item complete."""
+    path = cache_dir() / f".{name}.lock"
+    with open(path, "a+") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)

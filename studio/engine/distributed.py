@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -52,6 +53,16 @@ class DistContext:
         value = value.detach().clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value / self.world_size
+
+    @contextlib.contextmanager
+    def main_process_first(self) -> Iterator[None]:
+        """Rank 0 runs the block first (building cached models and data; transformers saves weights
+        only on the main process), the other ranks after it, finding everything in the cache."""
+        if self.enabled and self.rank != 0:
+            dist.barrier()
+        yield
+        if self.enabled and self.rank == 0:
+            dist.barrier()
 
     def barrier(self) -> None:
         if self.enabled:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from studio.engine.tokenizer import clip_tokenizer, tokenizer_dir
-from studio.paths import cache_dir
+from studio.paths import cache_dir, cache_lock
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -229,27 +229,20 @@ def tiny_model_dir(name: str) -> Path:
         return final
 
     root.mkdir(parents=True, exist_ok=True)
-    log.info("building built-in model %s into %s", name, final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.building-", dir=root))
-    try:
-        _save(name, tmp)
-        if final.exists():
-            # An older builder version, or a folder from before the marker existed: set it aside.
-            stale = root / f".{name}.stale-{uuid.uuid4().hex}"
-            try:
-                os.rename(final, stale)
-            except FileNotFoundError:
-                log.info("%s was moved away by a concurrent build", final)
-            else:
-                shutil.rmtree(stale)
+    with cache_lock(f"model-{name}"):  # DDP ranks or a CLI beside the studio may build at once
+        if _is_complete(final, name):  # built by another process while we waited
+            return final
+        log.info("building built-in model %s into %s", name, final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.building-", dir=root))
         try:
+            _save(name, tmp)
+            if final.exists():
+                # An older builder version, or a half folder from before the marker existed: set it aside.
+                stale = root / f".{name}.stale-{uuid.uuid4().hex}"
+                os.rename(final, stale)
+                shutil.rmtree(stale)
             os.rename(tmp, final)
-        except OSError:
-            # A concurrent build renamed its folder into place first; keep that one if it is complete.
-            if not _is_complete(final, name):
-                raise
-            log.info("%s was completed by a concurrent build", final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
     return final

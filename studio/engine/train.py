@@ -85,7 +85,8 @@ class Trainer:
 
         # 2. Dataset: a bad file is skipped and reported, never fatal; no usable image is.
         self.status("loading", "scanning the dataset")
-        scan = scan_dataset(resolve_data_dir(cfg.data.dir))
+        with self.dist.main_process_first():
+            scan = scan_dataset(resolve_data_dir(cfg.data.dir))
         report = build_report(scan, resolution=cfg.data.resolution, trigger_word=cfg.data.trigger_word,
                               bucket_step=cfg.data.bucket_step)
         if self.is_main:
@@ -97,8 +98,9 @@ class Trainer:
 
         # 3. Base model.
         self.status("loading", f"loading {cfg.model.base}")
-        pipe = load_pipeline(cfg.model.base, family=cfg.model.family, dtype=weights_dtype, models_dir=self.models_dir,
-                             single_file_config=cfg.model.single_file_config)
+        with self.dist.main_process_first():
+            pipe = load_pipeline(cfg.model.base, family=cfg.model.family, dtype=weights_dtype,
+                                 models_dir=self.models_dir, single_file_config=cfg.model.single_file_config)
         pipe.set_progress_bar_config(disable=True)
         self.pipe, self.family = pipe, cfg.model.family
         if self.is_main:
