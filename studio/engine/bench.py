@@ -42,7 +42,7 @@ def _measure(label: str, config: RunConfig, models_dir: Path | None, workdir: Pa
     run_training(config, run, emit=on_event, models_dir=models_dir)
     total = time.perf_counter() - t0
     durations = [b - a for a, b in zip(stamps, stamps[1:])]
-    steady = durations[min(5, len(durations) - 1):] or durations
+    steady = durations[min(5, len(durations) - 1):] or durations or [stamps[0] - t0]
     return BenchResult(label, stamps[0] - t0, 1.0 / statistics.median(steady), total, memory[0])
 
 
@@ -52,6 +52,8 @@ def run_bench(config: RunConfig, steps: int, models_dir: Path | None = None) -> 
                                   "save.every_epochs": 0, "optim.warmup_steps": 0, "train.log_every_steps": 1})
     uncached = base.with_overrides({"train.cache_latents": False, "train.cache_text_embeddings": False})
     with tempfile.TemporaryDirectory(prefix="lora-studio-bench-") as tmp:
+        # an untimed 2-step run first: imports, lazy module loading and file caches warm up for both
+        _measure("warm-up", base.with_overrides({"train.max_steps": 2}), models_dir, Path(tmp))
         return [_measure("cached", base, models_dir, Path(tmp)), _measure("uncached", uncached, models_dir, Path(tmp))]
 
 
