@@ -96,8 +96,9 @@ class Trainer:
         self.order = DataOrder(self.examples, cfg.train.batch_size, cfg.data.repeats, cfg.train.seed)
         self.tag_frequency = _tag_frequency(self.examples)
 
-        # 3. Base model.
+        # 3. Base model. Library progress bars would only clutter the CLI's bar and the server log.
         self.status("loading", f"loading {cfg.model.base}")
+        _quiet_library_progress()
         with self.dist.main_process_first():
             pipe = load_pipeline(cfg.model.base, family=cfg.model.family, dtype=weights_dtype,
                                  models_dir=self.models_dir, single_file_config=cfg.model.single_file_config)
@@ -464,6 +465,14 @@ class Trainer:
         if self.is_main and rows:
             self.run.append_metrics(rows)
         rows.clear()
+
+
+def _quiet_library_progress() -> None:
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def _training_scheduler(pipe):
