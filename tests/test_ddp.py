@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from studio.engine.checkpoints import load_checkpoint
 from studio.engine.runs import RunFolder

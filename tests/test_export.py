@@ -1,14 +1,11 @@
 """The proof of a LoRA file is a load: a fresh diffusers pipeline + `load_lora_weights(file)` must give
 the in-process LoRA's image at a fixed seed — for both families, with text-encoder LoRA, alpha ≠ rank."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from safetensors import safe_open
 
+from studio.cli import main
 from studio.config import load_config
 from studio.engine.control import Control
 from studio.engine.export import export_run
@@ -16,8 +13,6 @@ from studio.engine.models import load_pipeline
 from studio.engine.runs import RunFolder
 from studio.engine.sampling import generate
 from studio.engine.train import Trainer
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _image(pipe) -> np.ndarray:
@@ -68,13 +63,13 @@ def test_diffusers_export_keeps_alpha_and_reproduces_the_image(trained):
     assert np.abs(_image(fresh) - in_process).max() <= 1.0
 
 
-def test_export_cli_writes_webui_file_with_sidecar(trained, tmp_path):
+def test_export_cli_writes_webui_file_with_sidecar(trained, tmp_path, capsys):
     family, run, _ = trained
     out = tmp_path / "mine.safetensors"
-    result = subprocess.run([sys.executable, "studio.py", "--outputs", str(run.path.parent), "export", run.name,
-                             "--format", "webui", "--out", str(out)], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    assert main(["--outputs", str(run.path.parent), "export", run.name, "--format", "webui", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
     assert out.is_file() and out.with_suffix(".json").is_file()
-    bad = subprocess.run([sys.executable, "studio.py", "--outputs", str(run.path.parent), "export", run.name,
-                          "--step", "999"], cwd=REPO, capture_output=True, text=True)
-    assert bad.returncode == 1 and "no checkpoint at step 999 (available: 12)" in bad.stderr
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()["ss_steps"] == "12"
+    assert main(["--outputs", str(run.path.parent), "export", run.name, "--step", "999"]) == 1
+    assert "no checkpoint at step 999 (available: 12)" in capsys.readouterr().err

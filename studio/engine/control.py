@@ -24,10 +24,6 @@ class Event:
 Emit = Callable[[Event], None]
 
 
-class StopTraining(Exception):
-    """Raised inside the loop when a stop was requested while paused (nothing left to finish)."""
-
-
 class Control:
     """Thread-safe commands for a running loop. The loop checks them between optimizer steps."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,8 +36,6 @@ class PrecisionChoice:
 
 def system_memory_bytes() -> int | None:
     try:
-        import os
-
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None
@@ -80,3 +79,18 @@ def choose_precision(requested: str, device: DeviceInfo) -> PrecisionChoice:
         return PrecisionChoice("fp16", "fp16 on MPS as requested (may give black images; auto uses fp32)", False)
     scaler = requested == "fp16" and device.type == "cuda"
     return PrecisionChoice(requested, f"{requested} as requested", scaler)  # type: ignore[arg-type]
+
+
+def memory_bytes(device: torch.device) -> int:
+    """Peak accelerator memory on CUDA, allocated memory on MPS, resident memory on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    if device.type == "mps":
+        return torch.mps.current_allocated_memory()
+    try:  # resident set size of this process (Linux)
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -66,6 +66,16 @@ def to_webui_state_dict(weights: LoraWeights, family: str, alpha: float, unet_co
     return out
 
 
+def tag_frequency(captions: list[str]) -> dict[str, int]:
+    """kohya's `ss_tag_frequency`: how often each comma-separated tag appears in the captions."""
+    freq: dict[str, int] = {}
+    for caption in captions:
+        for tag in (t.strip() for t in caption.split(",")):
+            if tag:
+                freq[tag] = freq.get(tag, 0) + 1
+    return freq
+
+
 def webui_metadata(config: RunConfig, *, name: str, step: int, tag_frequency: Mapping[str, int]) -> dict[str, str]:
     """kohya's `ss_*` keys (what A1111 / civitai show) and the `modelspec.*` standard."""
     family, res = config.model.family, config.data.resolution

@@ -1,4 +1,4 @@
-"""Learning-rate schedules: linear warm-up, then constant, cosine, linear decay, or reduce-on-plateau.
+"""The optimizer (AdamW, or 8-bit AdamW on CUDA) and learning-rate schedules: linear warm-up, then constant, cosine, linear decay, or reduce-on-plateau.
 
 One small object with a state dict, so an exact resume restores it like any other state.
 """
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 
-from studio.config import OptimSection
+import torch
+
+from studio.config import OptimSection, RunConfig
 
 
 class LRSchedule:
@@ -54,3 +56,15 @@ class LRSchedule:
         self.plateau_scale = float(state["plateau_scale"])
         self.best = float(state["best"])
         self.bad_steps = int(state["bad_steps"])
+
+
+def make_optimizer(cfg: RunConfig, groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
+    if cfg.optim.optimizer == "adamw8bit":
+        if device.type != "cuda":
+            raise ValueError("optim.optimizer=adamw8bit needs a CUDA GPU (bitsandbytes); use adamw here")
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ValueError("optim.optimizer=adamw8bit needs bitsandbytes: `pip install bitsandbytes`") from None
+        return bnb.optim.AdamW8bit(groups, weight_decay=cfg.optim.weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=cfg.optim.weight_decay)

@@ -6,7 +6,6 @@ The loop in `Trainer.fit` reads top to bottom in numbered phases, like nanoGPT's
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -16,41 +15,27 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from studio.config import RunConfig
+from studio.data.atomic import write_json_atomic
 from studio.engine import distributed
-from studio.engine.batches import DataOrder, Example, augment, load_training_image, micro_rng, prepare_examples, to_tensor
+from studio.engine.batches import DataOrder, augment, load_training_image, micro_rng, prepare_examples, to_tensor
+from studio.engine.caches import FLIP, cache_latents, cache_text, lookup_text
 from studio.engine.checkpoints import LoraWeights, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from studio.engine.conditioning import TextEmbedding, encode_images, encode_text, sdxl_time_ids
 from studio.engine.control import Control, Emit, Event
-from studio.engine.device import choose_precision, detect_device
+from studio.engine.device import choose_precision, detect_device, memory_bytes
+from studio.engine.export import UNET_CONFIG_FILE, save_webui_lora, tag_frequency, write_sidecar
 from studio.engine.lora import TEXT_ENCODER, add_lora, lora_state_dict, load_lora_state_dict, unet_targets
 from studio.engine.runs import RunFolder, now_iso, step_dir_name
 from studio.engine.sampling import render_samples
+from studio.engine.schedule import LRSchedule, make_optimizer
 
 log = logging.getLogger(__name__)
-FLIP = Image.Transpose.FLIP_LEFT_RIGHT
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    if device.type == "mps":
-        return torch.mps.current_allocated_memory()
-    try:  # resident set size of this process (Linux)
-        with open("/proc/self/statm") as f:
-            import os
-
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class Trainer:
@@ -94,7 +79,7 @@ class Trainer:
         self.examples = prepare_examples(scan, cfg)
         self.fingerprint = dataset_fingerprint(scan)
         self.order = DataOrder(self.examples, cfg.train.batch_size, cfg.data.repeats, cfg.train.seed)
-        self.tag_frequency = _tag_frequency(self.examples)
+        self.tag_frequency = tag_frequency([ex.caption for ex in self.examples])
 
         # 3. Base model. Library progress bars would only clutter the CLI's bar and the server log.
         self.status("loading", f"loading {cfg.model.base}")
@@ -105,9 +90,6 @@ class Trainer:
         pipe.set_progress_bar_config(disable=True)
         self.pipe, self.family = pipe, cfg.model.family
         if self.is_main:
-            from studio.engine.export import UNET_CONFIG_FILE
-            from studio.data.atomic import write_json_atomic
-
             write_json_atomic(self.run.path / UNET_CONFIG_FILE, dict(pipe.unet.config))
         self.text_encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if self.family == "sdxl" else [])
         # the SDXL VAE overflows in fp16; the VAE only encodes once here, so fp32 costs little
@@ -137,13 +119,11 @@ class Trainer:
         self.fill_caches()
 
         # 6. Optimizer, LR schedule, loss scaler.
-        from studio.engine.schedule import LRSchedule
-
         groups = [{"params": self.unet_params, "lr": cfg.optim.learning_rate, "base_lr": cfg.optim.learning_rate}]
         if self.te_params:
             te_lr = cfg.optim.text_encoder_lr or cfg.optim.learning_rate / 2
             groups.append({"params": self.te_params, "lr": te_lr, "base_lr": te_lr})
-        self.optimizer = _make_optimizer(cfg, groups, self.device)
+        self.optimizer = make_optimizer(cfg, groups, self.device)
         self.schedule = LRSchedule(cfg.optim, cfg.train.max_steps)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.use_grad_scaler else None
         self.unet_ddp = self.dist.wrap(pipe.unet, self.device)
@@ -155,40 +135,22 @@ class Trainer:
 
     def fill_caches(self) -> None:
         cfg, pipe = self.config, self.pipe
-        self.pixels_each_step = (not cfg.train.cache_latents or cfg.data.color_jitter > 0 or cfg.data.rotation > 0)
+        self.pixels_each_step = not cfg.train.cache_latents or cfg.data.color_jitter > 0 or cfg.data.rotation > 0
         if self.pixels_each_step and cfg.train.cache_latents:
             log.info("colour jitter / rotation change pixels every step: latents are not cached")
-        self.latents: dict[tuple[int, bool], torch.Tensor] = {}
-        self.crops: dict[int, tuple[int, int]] = {}
-        flips = (False, True) if cfg.data.flip else (False,)
-        todo = self.examples
         if not self.pixels_each_step:
-            self.status("caching", f"encoding {len(todo) * len(flips)} latents")
-        for n, ex in enumerate(todo):
-            image, crop = load_training_image(ex)
-            self.crops[ex.index] = crop
-            if not self.pixels_each_step:
-                variants = [image] + ([image.transpose(FLIP)] if cfg.data.flip else [])
-                batch = torch.stack([to_tensor(v) for v in variants])
-                for flip, latent in zip(flips, encode_images(pipe.vae, batch)):
-                    self.latents[(ex.index, flip)] = latent
-                if self.is_main and (n + 1) % 16 == 0:
-                    self.emit("progress", phase="caching", done=n + 1, total=len(todo))
+            self.status("caching", f"encoding {len(self.examples) * (2 if cfg.data.flip else 1)} latents")
+        self.latents, self.crops = cache_latents(
+            pipe.vae, self.examples, cfg.data.flip, encode=not self.pixels_each_step,
+            progress=lambda done, total: self.emit("progress", phase="caching latents", done=done, total=total))
         if not self.pixels_each_step:
             pipe.vae.to("cpu")  # the VAE leaves the device; it comes back only to decode samples
 
-        self.text_cache: dict[str, TextEmbedding] | None = None
+        self.text_cache = None
         if cfg.train.cache_text_embeddings and not cfg.lora.train_text_encoder:
             captions = sorted({ex.caption for ex in self.examples} | {""})
             self.status("caching", f"encoding {len(captions)} captions")
-            self.text_cache = {}
-            with torch.no_grad():
-                for i in range(0, len(captions), 32):
-                    chunk = captions[i:i + 32]
-                    emb = encode_text(pipe, self.family, chunk, self.device)
-                    for j, caption in enumerate(chunk):
-                        self.text_cache[caption] = TextEmbedding(
-                            emb.hidden[j].detach(), None if emb.pooled is None else emb.pooled[j].detach())
+            self.text_cache = cache_text(pipe, self.family, captions, self.device)
             for te in self.text_encoders:
                 te.to("cpu")
 
@@ -370,9 +332,7 @@ class Trainer:
 
     def _text(self, captions: list[str]) -> TextEmbedding:
         if self.text_cache is not None:
-            embs = [self.text_cache[c] for c in captions]
-            pooled = torch.stack([e.pooled for e in embs]) if embs[0].pooled is not None else None
-            return TextEmbedding(torch.stack([e.hidden for e in embs]), pooled)
+            return lookup_text(self.text_cache, captions)
         with torch.set_grad_enabled(bool(self.te_params)):
             dtype = self.autocast_dtype
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
@@ -388,8 +348,6 @@ class Trainer:
         return LoraWeights(parts)
 
     def _write_webui(self, path: Path, weights: LoraWeights, step: int) -> None:
-        from studio.engine.export import save_webui_lora
-
         save_webui_lora(path, weights, self.config, self.pipe.unet.config, name=self.run.name, step=step,
                         tag_frequency=self.tag_frequency)
 
@@ -445,8 +403,6 @@ class Trainer:
         self.emit("log", message=f"resumed from checkpoint step {self.start_step}")
 
     def write_final(self) -> None:
-        from studio.engine.export import write_sidecar
-
         weights = self.lora_weights()
         self._write_webui(self.run.final_lora, weights, self.config.train.max_steps)
         write_sidecar(self.run.final_lora, self.config)
@@ -479,28 +435,6 @@ def _training_scheduler(pipe):
     from diffusers import DDPMScheduler
 
     return DDPMScheduler.from_config(pipe.scheduler.config)
-
-
-def _make_optimizer(cfg: RunConfig, groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
-    if cfg.optim.optimizer == "adamw8bit":
-        if device.type != "cuda":
-            raise ValueError("optim.optimizer=adamw8bit needs a CUDA GPU (bitsandbytes); use adamw here")
-        try:
-            import bitsandbytes as bnb
-        except ImportError:
-            raise ValueError("optim.optimizer=adamw8bit needs bitsandbytes: `pip install bitsandbytes`") from None
-        return bnb.optim.AdamW8bit(groups, weight_decay=cfg.optim.weight_decay)
-    return torch.optim.AdamW(groups, weight_decay=cfg.optim.weight_decay)
-
-
-def _tag_frequency(examples: list[Example]) -> dict[str, int]:
-    """kohya's `ss_tag_frequency`: how often each comma-separated tag appears in the captions."""
-    freq: dict[str, int] = {}
-    for ex in examples:
-        for tag in (t.strip() for t in ex.caption.split(",")):
-            if tag:
-                freq[tag] = freq.get(tag, 0) + 1
-    return freq
 
 
 def run_training(config: RunConfig, run: RunFolder, control: Control | None = None, emit: Emit | None = None, *,
