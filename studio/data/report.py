@@ -1,0 +1,199 @@
+"""The dataset report: what a scan found, what was skipped and why, and what may hurt training.
+
+`build_report` turns a `DatasetScan` into a JSON-serialisable dict (kept in each run folder as
+`dataset_report.json`); `format_report` renders it as text for `python studio.py check`.
+`ok` is False only when training cannot start (`problems`); everything else that deserves a look
+(missing captions, captions CLIP will truncate, duplicates, small images, a missing trigger word)
+is a warning.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from studio.data.atomic import write_json_atomic
+from studio.data.buckets import assign_bucket, make_buckets
+from studio.data.captions import CAPTION_SOURCES
+from studio.data.dataset import DatasetScan
+
+CLIP_MAX_TOKENS = 77
+_LIST_LIMIT = 20  # longest list format_report prints in full (skipped files are always all shown)
+
+
+def caption_token_counts(captions: list[str]) -> list[int]:
+    """CLIP token count of each caption, start and end tokens included (the limit is 77)."""
+    from studio.engine.tokenizer import clip_tokenizer  # transformers: imported only when needed
+
+    tokenizer = clip_tokenizer()
+    specials = tokenizer.num_special_tokens_to_add()
+    # tokenize() rather than __call__: the same count without transformers' over-length warning
+    return [len(tokenizer.tokenize(text)) + specials for text in captions]
+
+
+def has_trigger_word(caption: str, trigger_word: str) -> bool:
+    """Whether `trigger_word` appears in `caption` as a whole word (case-insensitive)."""
+    return re.search(rf"(?<!\w){re.escape(trigger_word)}(?!\w)", caption, re.IGNORECASE) is not None
+
+
+def build_report(scan: DatasetScan, *, resolution: int, trigger_word: str = "", bucket_step: int = 64) -> dict[str, Any]:
+    """Summarise `scan` for training at `resolution` (buckets of `bucket_step` pixels)."""
+    items = scan.items
+    captioned = [item for item in items if item.caption]
+    tokens = caption_token_counts([item.caption for item in captioned])
+    buckets = make_buckets(resolution, step=bucket_step)
+    bucket_counts = Counter(assign_bucket(item.width, item.height, buckets) for item in items)
+
+    by_fingerprint: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        by_fingerprint[item.fingerprint].append(item.rel)
+    trigger = trigger_word.strip()
+
+    report: dict[str, Any] = {
+        "folder": str(scan.folder),
+        "resolution": resolution,
+        "bucket_step": bucket_step,
+        "counts": {"found": scan.found, "usable": len(items), "skipped": len(scan.skipped), "captioned": len(captioned)},
+        "skipped": [{"file": s.rel, "reason": s.reason} for s in scan.skipped],
+        "caption_sources": {source: sum(item.caption_source == source for item in items) for source in CAPTION_SOURCES},
+        "missing_captions": [item.rel for item in items if not item.caption],
+        "resolutions": _size_summary(items),
+        "buckets": {f"{w}x{h}": bucket_counts[(w, h)] for w, h in buckets if bucket_counts[(w, h)]},
+        "caption_tokens": (_stats(tokens) | {"limit": CLIP_MAX_TOKENS}) if tokens else None,
+        "over_77_tokens": [
+            {"file": item.rel, "tokens": n} for item, n in zip(captioned, tokens) if n > CLIP_MAX_TOKENS
+        ],
+        "duplicates": sorted(group for group in by_fingerprint.values() if len(group) > 1),
+        "small_images": [
+            {"file": item.rel, "width": item.width, "height": item.height}
+            for item in items
+            if min(item.width, item.height) < resolution / 2
+        ],
+        "trigger_word": None if not trigger else {
+            "word": trigger,
+            "missing": [item.rel for item in captioned if not has_trigger_word(item.caption, trigger)],
+        },
+    }
+    report["warnings"] = list(scan.warnings) + _summary_warnings(report)
+    report["problems"] = _problems(report)
+    report["ok"] = not report["problems"]
+    return report
+
+
+def write_report(report: dict[str, Any], path: Path) -> Path:
+    """Write the report as JSON to `path` atomically (a run keeps it as `dataset_report.json`)."""
+    return write_json_atomic(Path(path), report)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as readable text: counts first, then every skipped file, buckets, captions, warnings."""
+    counts = report["counts"]
+    lines = [
+        f"Dataset: {report['folder']}",
+        f"  {counts['found']} image files: {counts['usable']} usable, {counts['skipped']} skipped; "
+        f"{counts['captioned']} of {counts['usable']} usable images captioned",
+    ]
+    if report["skipped"]:
+        lines += ["", f"Skipped ({len(report['skipped'])}):"]
+        lines += [f"  {s['file']}: {s['reason']}" for s in report["skipped"]]
+
+    sizes = report["resolutions"]
+    if sizes:
+        lines += [
+            "",
+            f"Sizes: width {_range(sizes['width'])}, height {_range(sizes['height'])}",
+            *_limited([f"  {size}: {n}" for size, n in sizes["counts"].items()]),
+        ]
+    if report["buckets"]:
+        lines += ["", f"Buckets at {report['resolution']} px (step {report['bucket_step']}):"]
+        lines += [f"  {bucket}: {n}" for bucket, n in report["buckets"].items()]
+
+    sources = ", ".join(f"{n} from {source}" for source, n in report["caption_sources"].items() if n)
+    lines += ["", f"Captions: {sources or 'none'}; {len(report['missing_captions'])} missing"]
+    lines += _limited([f"  missing: {rel}" for rel in report["missing_captions"]])
+    if report["caption_tokens"]:
+        t = report["caption_tokens"]
+        lines.append(f"  CLIP tokens: min {t['min']}, mean {t['mean']}, max {t['max']} (limit {t['limit']})")
+    lines += _limited([f"  over {CLIP_MAX_TOKENS} tokens: {o['file']} ({o['tokens']})" for o in report["over_77_tokens"]])
+    if report["trigger_word"]:
+        trigger = report["trigger_word"]
+        lines.append(f"  trigger word \"{trigger['word']}\": missing from {len(trigger['missing'])} captions")
+        lines += _limited([f"    {rel}" for rel in trigger["missing"]])
+
+    if report["duplicates"]:
+        lines += ["", f"Duplicates ({len(report['duplicates'])} groups):"]
+        lines += _limited([f"  {' = '.join(group)}" for group in report["duplicates"]])
+    if report["small_images"]:
+        lines += ["", f"Small images (short side under {report['resolution'] // 2} px, will be upscaled):"]
+        lines += _limited([f"  {s['file']}: {s['width']}x{s['height']}" for s in report["small_images"]])
+    if report["warnings"]:
+        lines += ["", "Warnings:"] + [f"  - {w}" for w in report["warnings"]]
+    if report["problems"]:
+        lines += ["", "Problems:"] + [f"  - {p}" for p in report["problems"]]
+    lines += ["", "Ready to train." if report["ok"] else "NOT ready to train: fix the problems above."]
+    return "\n".join(lines)
+
+
+def _stats(values: list[int]) -> dict[str, float]:
+    return {
+        "min": min(values),
+        "mean": round(statistics.fmean(values), 1),
+        "median": statistics.median(values),
+        "max": max(values),
+    }
+
+
+def _size_summary(items: list) -> dict[str, Any] | None:
+    if not items:
+        return None
+    sizes = Counter(f"{item.width}x{item.height}" for item in items)
+    return {
+        "width": _stats([item.width for item in items]),
+        "height": _stats([item.height for item in items]),
+        "counts": dict(sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))),
+    }
+
+
+def _range(stats: dict[str, float]) -> str:
+    return f"{stats['min']}-{stats['max']} (median {stats['median']:g})"
+
+
+def _limited(lines: list[str]) -> list[str]:
+    if len(lines) <= _LIST_LIMIT:
+        return lines
+    return lines[:_LIST_LIMIT] + [f"  … and {len(lines) - _LIST_LIMIT} more (all in dataset_report.json)"]
+
+
+def _summary_warnings(report: dict[str, Any]) -> list[str]:
+    warnings = []
+    usable = report["counts"]["usable"]
+    if report["skipped"]:
+        warnings.append(f"{len(report['skipped'])} image files skipped (listed with reasons)")
+    if report["missing_captions"]:
+        warnings.append(f"{len(report['missing_captions'])} of {usable} usable images have no caption")
+    if report["over_77_tokens"]:
+        warnings.append(
+            f"{len(report['over_77_tokens'])} captions are longer than {CLIP_MAX_TOKENS} CLIP tokens; "
+            "the text encoder will only see the start of them"
+        )
+    if report["duplicates"]:
+        extra = sum(len(group) - 1 for group in report["duplicates"])
+        warnings.append(f"{extra} images duplicate another one ({len(report['duplicates'])} groups); duplicates weigh double")
+    if report["small_images"]:
+        warnings.append(
+            f"{len(report['small_images'])} images are smaller than half the training resolution "
+            f"({report['resolution'] // 2} px on the short side) and will be upscaled"
+        )
+    trigger = report["trigger_word"]
+    if trigger and trigger["missing"]:
+        warnings.append(f"{len(trigger['missing'])} captions do not contain the trigger word \"{trigger['word']}\"")
+    return warnings
+
+
+def _problems(report: dict[str, Any]) -> list[str]:
+    if report["counts"]["usable"] == 0:
+        return [f"no usable image in {report['folder']}: all {report['counts']['skipped']} image files were skipped"]
+    return []
