@@ -96,10 +96,11 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def dhash(im: Image.Image, size: int = 8) -> str:
-    """Perceptual difference hash (horizontal + vertical gradients), as hex.
+    """Perceptual fingerprint for duplicate detection, as hex: a difference hash (horizontal +
+    vertical brightness gradients, 2 × 64 bits) plus the mean colour of a 2 × 2 grid in 16 levels.
 
-    Re-encoded, resized or re-saved copies of one picture get the same hash; a different picture
-    almost never does. `size` 8 gives 2 x 64 bits = 32 hex characters.
+    Re-encoded, resized or re-saved copies of one picture get the same fingerprint; the colour part
+    keeps flat or low-detail pictures of different colours (whose gradients are all equal) apart.
     """
     grey = im.convert("L")
     horizontal = np.asarray(grey.resize((size + 1, size), Image.Resampling.BOX), dtype=np.int16)
@@ -108,7 +109,8 @@ def dhash(im: Image.Image, size: int = 8) -> str:
         (horizontal[:, 1:] > horizontal[:, :-1]).ravel(),
         (vertical[1:, :] > vertical[:-1, :]).ravel(),
     ])
-    return np.packbits(bits).tobytes().hex()
+    colour = np.asarray(im.convert("RGB").resize((2, 2), Image.Resampling.BOX), dtype=np.uint8) // 16
+    return np.packbits(bits).tobytes().hex() + colour.tobytes().hex()
 
 
 def _check_size(size: tuple[int, int], min_side: int) -> None:
