@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,12 @@ SETTINGS = ["--set", "train.max_steps=6", "--set", "save.every_steps=3", "--set"
             "--set", "optim.warmup_steps=0", "--set", "train.batch_size=2"]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.skipif(shutil.which("accelerate") is None and not Path(sys.executable).with_name("accelerate").exists(),
                     reason="accelerate's launcher is not installed")
 def test_two_process_ddp_equals_gradient_accumulation(tmp_path):
@@ -24,6 +31,7 @@ def test_two_process_ddp_equals_gradient_accumulation(tmp_path):
     ddp = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "--main_process_port", str(_free_port()),
          str(REPO / "studio.py"), "--outputs", str(tmp_path), "train", "--preset", "tiny-demo", "--name", "ddp",
          *SETTINGS], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]

@@ -19,7 +19,8 @@ class ProgressPrinter:
     def __init__(self, total: int, start: int = 0):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr,
+                        disable=distributed.rank() != 0)
         self.last = start
         self.rows: list[dict] = []
 
@@ -84,7 +85,7 @@ def _execute(run: RunFolder, args: argparse.Namespace, resume: bool) -> int:
         print(f"\nerror: {err}\n(run {run.name} marked failed; details in {run.status_path})", file=sys.stderr)
         return 1
     printer.close()
-    if distributed.context().rank == 0:
+    if distributed.rank() == 0:  # the process group is closed by now: read the rank, don't rejoin
         _summary(run, status, printer)
     return 0
 

@@ -259,7 +259,9 @@ def _read_captions_json(folder: Path, index_dir: Path, images: list[Path], warni
     return table
 
 
-def _aligned_with_ids(folder: Path, index_dir: Path, captions: list[str], warnings: list[str]) -> list[tuple[str, object, str]]:
+def _aligned_with_ids(
+    folder: Path, index_dir: Path, captions: list[str], warnings: list[str]
+) -> list[tuple[str, object, str]]:
     shown = _relative_name(folder, index_dir / SOURCE_CAPTIONS_JSON)
     ids_path = index_dir / IDS_FILE
     if not ids_path.is_file():
@@ -278,7 +280,8 @@ def _aligned_with_ids(folder: Path, index_dir: Path, captions: list[str], warnin
             "they cannot be paired safely, so the file is ignored"
         )
         return []
-    return [(image_id, text, f"{shown} item {i} (id {image_id})") for i, (image_id, text) in enumerate(zip(ids, captions))]
+    pairs = enumerate(zip(ids, captions))
+    return [(image_id, text, f"{shown} item {i} (id {image_id})") for i, (image_id, text) in pairs]
 
 
 class _NameLookup:
@@ -323,4 +326,5 @@ def _warn_unmatched(shown: str, names: list[str], warnings: list[str]) -> None:
         return
     listed = ", ".join(f'"{n}"' for n in names[:_MAX_NAMES_IN_WARNING])
     more = f" and {len(names) - _MAX_NAMES_IN_WARNING} more" if len(names) > _MAX_NAMES_IN_WARNING else ""
-    warnings.append(f"{shown}: {len(names)} entries name no file in the folder: {listed}{more}")
+    entries = "1 entry names" if len(names) == 1 else f"{len(names)} entries name"
+    warnings.append(f"{shown}: {entries} no file in the folder: {listed}{more}")

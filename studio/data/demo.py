@@ -26,7 +26,7 @@ from studio.paths import cache_dir, cache_lock
 # for kohya-style trigger words.
 DEMO_TRIGGER = "ohwx"
 DEMO_CLASS = "toy robot"
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 DEMO_COUNT = 16
 _SEED = 1234
 _MARKER = ".demo-version"
@@ -105,11 +105,15 @@ def _is_current(folder: Path) -> bool:
 
 def _plan_shot(index: int, rng: random.Random) -> _Shot:
     size = {3: (128, 96), 9: (128, 96), 6: (96, 128), 12: (96, 128)}.get(index, (128, 128))
+    x = rng.choice((0.3, 0.5, 0.5, 0.7))
+    height = rng.uniform(0.5, 0.82)
+    # keep outstretched arms and hands (0.52 of a robot height each side, more when tilted) in the frame
+    half_width = min(0.5, 0.68 * height * size[1] / size[0])
     return _Shot(
         size=size,
         background=list(_BACKGROUNDS)[index % len(_BACKGROUNDS)],
-        x=rng.choice((0.3, 0.5, 0.5, 0.7)),
-        height=rng.uniform(0.5, 0.82),
+        x=min(max(x, half_width), 1.0 - half_width),
+        height=height,
         pose=("down", "raised", "out")[rng.randrange(3)],
         tilt=rng.uniform(-10.0, 10.0),
     )
@@ -119,15 +123,15 @@ def _caption(shot: _Shot) -> str:
     subject = f"{DEMO_TRIGGER} {DEMO_CLASS}"
     details = []
     if shot.pose == "raised":
-        details.append("with its arms raised")
+        details.append("arms raised")
     elif shot.pose == "out":
-        details.append("with its arms stretched out")
+        details.append("arms stretched out")
     if shot.x < 0.4:
         details.append("standing on the left")
     elif shot.x > 0.6:
         details.append("standing on the right")
     size = "a close-up photo of" if shot.height > 0.75 else "a photo of a small" if shot.height < 0.6 else "a photo of"
-    return " ".join([size, subject, *details]) + f", on a {shot.background} background"
+    return ", ".join([f"{size} {subject}", *details, f"on a {shot.background} background"])
 
 
 def _draw(shot: _Shot) -> Image.Image:
@@ -142,7 +146,8 @@ def _draw(shot: _Shot) -> Image.Image:
     robot_h = shot.height * height
     feet = (shot.x * width, floor_y + 0.02 * height)
     shadow = tuple(int(c * 0.65) for c in background)
-    draw.ellipse((feet[0] - 0.3 * robot_h, feet[1] - 0.04 * robot_h, feet[0] + 0.3 * robot_h, feet[1] + 0.04 * robot_h), fill=shadow)
+    spread, depth = 0.3 * robot_h, 0.04 * robot_h
+    draw.ellipse((feet[0] - spread, feet[1] - depth, feet[0] + spread, feet[1] + depth), fill=shadow)
 
     layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
     _draw_robot(ImageDraw.Draw(layer), feet, robot_h, shot.pose)

@@ -99,8 +99,10 @@ def dhash(im: Image.Image, size: int = 8) -> str:
     """Perceptual fingerprint for duplicate detection, as hex: a difference hash (horizontal +
     vertical brightness gradients, 2 × 64 bits) plus the mean colour of a 2 × 2 grid in 16 levels.
 
-    Re-encoded, resized or re-saved copies of one picture get the same fingerprint; the colour part
-    keeps flat or low-detail pictures of different colours (whose gradients are all equal) apart.
+    Copies of one picture saved under another name or format get the same fingerprint; re-encoded
+    (JPEG) or resized copies usually do, not always (a gradient near zero can flip a bit). The
+    colour part keeps flat or low-detail pictures of different colours (whose gradients are all
+    equal) apart.
     """
     grey = im.convert("L")
     horizontal = np.asarray(grey.resize((size + 1, size), Image.Resampling.BOX), dtype=np.int16)

@@ -39,7 +39,9 @@ def has_trigger_word(caption: str, trigger_word: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(trigger_word)}(?!\w)", caption, re.IGNORECASE) is not None
 
 
-def build_report(scan: DatasetScan, *, resolution: int, trigger_word: str = "", bucket_step: int = 64) -> dict[str, Any]:
+def build_report(
+    scan: DatasetScan, *, resolution: int, trigger_word: str = "", bucket_step: int = 64
+) -> dict[str, Any]:
     """Summarise `scan` for training at `resolution` (buckets of `bucket_step` pixels)."""
     items = scan.items
     captioned = [item for item in items if item.caption]
@@ -56,7 +58,9 @@ def build_report(scan: DatasetScan, *, resolution: int, trigger_word: str = "", 
         "folder": str(scan.folder),
         "resolution": resolution,
         "bucket_step": bucket_step,
-        "counts": {"found": scan.found, "usable": len(items), "skipped": len(scan.skipped), "captioned": len(captioned)},
+        "counts": {
+            "found": scan.found, "usable": len(items), "skipped": len(scan.skipped), "captioned": len(captioned),
+        },
         "skipped": [{"file": s.rel, "reason": s.reason} for s in scan.skipped],
         "caption_sources": {source: sum(item.caption_source == source for item in items) for source in CAPTION_SOURCES},
         "missing_captions": [item.rel for item in items if not item.caption],
@@ -117,7 +121,8 @@ def format_report(report: dict[str, Any]) -> str:
     if report["caption_tokens"]:
         t = report["caption_tokens"]
         lines.append(f"  CLIP tokens: min {t['min']}, mean {t['mean']}, max {t['max']} (limit {t['limit']})")
-    lines += _limited([f"  over {CLIP_MAX_TOKENS} tokens: {o['file']} ({o['tokens']})" for o in report["over_77_tokens"]])
+    over = report["over_77_tokens"]
+    lines += _limited([f"  over {CLIP_MAX_TOKENS} tokens: {o['file']} ({o['tokens']})" for o in over])
     if report["trigger_word"]:
         trigger = report["trigger_word"]
         lines.append(f"  trigger word \"{trigger['word']}\": missing from {len(trigger['missing'])} captions")
@@ -181,7 +186,8 @@ def _summary_warnings(report: dict[str, Any]) -> list[str]:
         )
     if report["duplicates"]:
         extra = sum(len(group) - 1 for group in report["duplicates"])
-        warnings.append(f"{extra} images duplicate another one ({len(report['duplicates'])} groups); duplicates weigh double")
+        groups = len(report["duplicates"])
+        warnings.append(f"{extra} images duplicate another one ({groups} groups); duplicates weigh double")
     if report["small_images"]:
         warnings.append(
             f"{len(report['small_images'])} images are smaller than half the training resolution "

@@ -73,6 +73,11 @@ class DistContext:
             dist.destroy_process_group()
 
 
+def rank() -> int:
+    """This process's rank from the launcher's environment (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def context() -> DistContext:
     """Join the process group when launched with several processes (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -202,3 +202,13 @@ def find_run(outputs_dir: Path, name_or_path: str) -> RunFolder:
         known = ", ".join(r.name for r in list(list_runs(outputs_dir))[:10]) or "none yet"
         raise FileNotFoundError(f"no run {name_or_path!r} in {outputs_dir} (runs: {known})")
     return run
+
+
+def delete_checkpoint(run: RunFolder, step: int) -> Path:
+    """Delete one complete checkpoint folder of `run`; returns the path it had."""
+    matches = [c for c in run.checkpoints() if c.step == step]
+    if not matches:
+        available = ", ".join(str(c.step) for c in run.checkpoints()) or "none"
+        raise FileNotFoundError(f"run {run.name} has no checkpoint at step {step} (available: {available})")
+    shutil.rmtree(matches[0].path)
+    return matches[0].path

@@ -1,0 +1,154 @@
+"""From a runner snapshot (or a run's metrics on disk) to what the page draws.
+
+Pure functions, no components: the loss frame for the chart (downsampled, so a long run still
+sends at most ~2000 points a tick), the job panel and header badge HTML, the sample gallery and
+which control buttons make sense in the current state.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from studio.engine.environment import human_bytes
+from studio.engine.runner import Snapshot
+from studio.engine.runs import RunFolder
+
+MAX_CHART_STEPS = 1000
+"""Points per series; raw and smoothed loss together stay within ~2000 points."""
+
+STATUS_LABELS = {
+    "idle": "Idle", "loading": "Loading", "caching": "Caching", "training": "Training", "paused": "Paused",
+    "sampling": "Sampling", "saving": "Saving", "stopping": "Stopping", "finished": "Finished",
+    "stopped": "Stopped", "failed": "Failed", "interrupted": "Interrupted",
+}
+RUNNING = ("training", "sampling", "saving")
+_STEP_MESSAGE = re.compile(r"^step \d+ of \d+$")
+
+
+def loss_frame(rows: list[dict[str, Any]] | tuple[dict[str, Any], ...],
+               max_steps: int = MAX_CHART_STEPS) -> pd.DataFrame | None:
+    """Long-format frame (step, loss, series ∈ {raw, smoothed}) for a LinePlot; None before the
+    first step (an empty frame would fix the chart's axes as categorical for good).
+
+    Over `max_steps` rows, consecutive rows are averaged into buckets (raw loss: bucket mean;
+    smoothed: the bucket's last value) so the curve keeps its shape instead of aliasing.
+    """
+    rows = [r for r in rows if r.get("loss") is not None and math.isfinite(r["loss"])]
+    if not rows:
+        return None
+    if len(rows) > max_steps:
+        size = math.ceil(len(rows) / max_steps)
+        buckets = [rows[i:i + size] for i in range(0, len(rows), size)]
+        rows = [{"step": b[-1]["step"], "loss": sum(r["loss"] for r in b) / len(b),
+                 "loss_smoothed": b[-1].get("loss_smoothed")} for b in buckets]
+    raw = [(r["step"], r["loss"], "raw") for r in rows]
+    smooth = [(r["step"], r["loss_smoothed"], "smoothed") for r in rows if r.get("loss_smoothed") is not None]
+    frame = pd.DataFrame(raw + smooth, columns=["step", "loss", "series"])
+    return frame.astype({"step": "int64", "loss": "float64", "series": "str"})
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def badge_html(status: str, extra: str = "") -> str:
+    label = STATUS_LABELS.get(status, status.title())
+    tail = f'<span class="job-extra">{html.escape(extra)}</span>' if extra else ""
+    return f'<span class="status-badge status-{html.escape(status)}">{html.escape(label)}</span>{tail}'
+
+
+def header_job_html(snap: Snapshot) -> str:
+    if snap.run is None:
+        return badge_html("idle", "no job")
+    extra = f"{snap.run} · {snap.step}/{snap.total}" if snap.total else snap.run
+    return badge_html(snap.status, extra)
+
+
+def _stat(label: str, value: str) -> str:
+    return (f'<div class="stat"><span class="stat-label">{html.escape(label)}</span>'
+            f'<span class="stat-value">{html.escape(value)}</span></div>')
+
+
+def _message(snap: Snapshot) -> str:
+    """The runner's last message; its "step N of M" is written once per phase, so show the live step."""
+    if _STEP_MESSAGE.match(snap.message):
+        return f"step {snap.step} of {snap.total}"
+    return snap.message
+
+
+def job_html(snap: Snapshot) -> str:
+    """Status line, progress bar and the live numbers of the current (or last) job."""
+    if snap.run is None:
+        return ('<div class="job-panel">' + badge_html("idle") +
+                '<p class="job-message">No job yet. The defaults train the tiny demo: press <b>Start</b>.</p></div>')
+    last = snap.last
+    fraction = min(1.0, snap.step / snap.total) if snap.total else 0.0
+    loss = last.get("loss")
+    stats = [
+        _stat("Step", f"{snap.step}/{snap.total}"),
+        _stat("Loss", f"{loss:.4f}" if loss is not None else "—"),
+        _stat("Smoothed", f"{last['loss_smoothed']:.4f}" if last.get("loss_smoothed") is not None else "—"),
+        _stat("LR", f"{last['lr']:.1e}" if last.get("lr") is not None else "—"),
+        _stat("Steps/s", f"{last['steps_per_s']:.2f}" if last.get("steps_per_s") else "—"),
+        _stat("ETA", format_duration(snap.eta_s)),
+        _stat("Memory", human_bytes(last["memory"]) if last.get("memory") else "—"),
+    ]
+    return (
+        f'<div class="job-panel">{badge_html(snap.status, snap.run)}'
+        f'<p class="job-message">{html.escape(_message(snap))}</p>'
+        f'<div class="progress" role="progressbar" aria-label="Training progress" aria-valuemin="0" '
+        f'aria-valuemax="{snap.total}" aria-valuenow="{snap.step}"><div class="progress-fill status-{snap.status}" '
+        f'style="width:{fraction * 100:.1f}%"></div></div>'
+        f'<div class="stats">{"".join(stats)}</div></div>'
+    )
+
+
+def gallery_items(run: RunFolder, step: int | None, paths: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """(image, caption) pairs of one sample step: `prompt · seed N`."""
+    if step is None:
+        return []
+    entries = {Path(e["file"]).name: e for e in run.samples_at(step)}
+    files = [Path(p) for p in paths] if paths else [Path(e["file"]) for e in entries.values()]
+    out = []
+    for file in files:
+        if file.is_file():
+            entry = entries.get(file.name, {})
+            caption = f"{entry['prompt']} · seed {entry['seed']}" if entry else file.name
+            out.append((str(file), caption))
+    return out
+
+
+def button_states(snap: Snapshot, can_sample: bool) -> dict[str, bool]:
+    """Which controls make sense now: name → interactive."""
+    return {
+        "start": not snap.active,
+        "pause": snap.status in RUNNING,
+        "resume": snap.status == "paused",
+        "stop": snap.active and snap.status != "stopping",
+        "sample": snap.status == "training" and can_sample,
+        "save": snap.status == "training",
+    }
+
+
+def notice(text: str) -> str:
+    """A reply to a user's action for the header, stamped with the time so an old one reads as old."""
+    return f"{time.strftime('%H:%M:%S')} · {text}"
+
+
+def error_html(error: str | None) -> str:
+    """The failure's message, in the page (the traceback goes in a collapsed box beside it)."""
+    if not error:
+        return ""
+    return f'<div class="error-callout" role="alert"><b>Training failed:</b> {html.escape(error)}</div>'

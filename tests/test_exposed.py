@@ -1,0 +1,143 @@
+"""Exposed mode: a login when --auth is given, a loud warning without it, files served only from
+the outputs root, monitoring off, and handler calls that name paths outside the roots refused."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from studio.ui.app import Settings, _header_html, launch_options, parse_auth, start_studio, warn_if_open
+from studio.ui.security import Roots
+
+pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")  # from gradio's queue internals
+USER, PASSWORD = "ada", "lovelace-1843"
+
+
+@pytest.fixture(scope="module")
+def exposed(tmp_path_factory):
+    """The studio on all interfaces with a login, plus one file in each root."""
+    base = tmp_path_factory.mktemp("exposed")
+    roots = Roots.create(base / "datasets", base / "models", base / "outputs")
+    files = {name: folder / "secret.png" for name, folder in
+             (("datasets", roots.datasets), ("models", roots.models), ("outside", base))}
+    files["outputs"] = roots.outputs / "run" / "samples" / "step-000001" / "p00-s1.png"
+    files["outputs"].parent.mkdir(parents=True)
+    for path in files.values():
+        path.write_bytes(b"\x89PNG\r\n\x1a\n")
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    settings = Settings(roots=roots, host="0.0.0.0", auth=(USER, PASSWORD))
+    app, studio = start_studio(settings, prevent_thread_lock=True)
+    try:
+        yield app.local_url.rstrip("/"), files, settings
+    finally:
+        app.close()
+        if before is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = before
+
+
+@pytest.fixture
+def session(exposed):
+    url, _, _ = exposed
+    with httpx.Client(base_url=url) as http:
+        assert http.post("/login", data={"username": USER, "password": PASSWORD}).status_code == 200
+        yield http
+
+
+def test_unauthenticated_requests_are_refused(exposed):
+    url, files, _ = exposed
+    with httpx.Client(base_url=url) as http:
+        assert http.get("/config").status_code == 401
+        assert http.get("/gradio_api/info").status_code == 401
+        assert http.get(f"/gradio_api/file={files['outputs']}").status_code == 401
+        assert http.post("/gradio_api/call/start", json={"data": []}).status_code == 401
+    with pytest.raises(Exception):
+        Client(url, verbose=False)
+
+
+def test_a_wrong_password_is_refused(exposed):
+    url, _, _ = exposed
+    with httpx.Client(base_url=url) as http:
+        response = http.post("/login", data={"username": USER, "password": "wrong"})
+        assert response.status_code == 400 and "Incorrect credentials" in response.text
+        assert http.get("/config").status_code == 401
+    with pytest.raises(Exception):
+        Client(url, auth=(USER, "wrong"), verbose=False)
+
+
+def test_only_the_outputs_root_is_served(exposed, session):
+    _, files, _ = exposed
+    assert session.get(f"/gradio_api/file={files['outputs']}").status_code == 200
+    for name in ("datasets", "models", "outside"):
+        assert session.get(f"/gradio_api/file={files[name]}").status_code == 403, name
+    outputs_dir = files["outputs"].parent
+    for path in ("/etc/passwd", f"{outputs_dir}/../../../../secret.png",
+                 f"{outputs_dir}%2F..%2F..%2F..%2F..%2Fsecret.png", "..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd"):
+        assert session.get(f"/gradio_api/file={path}").status_code == 403, path
+
+
+def test_monitoring_is_off(session):
+    assert session.get("/monitoring").status_code == 403
+    assert session.get("/monitoring/summary").status_code == 403
+
+
+def test_handler_calls_outside_the_roots_are_refused(exposed):
+    url, files, _ = exposed
+    client = Client(url, auth=(USER, PASSWORD), verbose=False)
+    for key, value in (("data.dir", "../models"), ("data.dir", str(files["outside"].parent)),
+                       ("model.base", str(files["outside"])), ("model.vae", "../../outside")):
+        with pytest.raises(AppError, match="outside the (datasets|models) folder"):
+            client.predict(api_name="/start", run_name="x", **{key: value})
+    for run in ("../datasets", str(files["outside"].parent), "run/../../models"):
+        with pytest.raises(AppError, match="run name"):
+            client.predict(run, 1, "webui", api_name="/export_checkpoint")
+        with pytest.raises(AppError, match="run name"):
+            client.predict(run, 1, api_name="/delete_checkpoint")
+    assert files["outside"].exists() and files["models"].exists()
+
+
+def test_launch_options_lock_the_studio_down(exposed):
+    _, _, settings = exposed
+    options = launch_options(settings)
+    assert options["allowed_paths"] == [str(settings.roots.outputs)]
+    assert options["enable_monitoring"] is False and options["mcp_server"] is False
+    assert options["show_error"] is False and options["auth"] == (USER, PASSWORD)
+    assert Path(os.environ["GRADIO_TEMP_DIR"]).is_relative_to(settings.roots.outputs)  # uploads stay in a root
+
+
+def test_exposed_without_a_password_warns_loudly(tmp_path, caplog, monkeypatch):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    roots = Roots.create(tmp_path / "d", tmp_path / "m", tmp_path / "o")
+    env = {"device": {"type": "cpu", "name": "cpu"}, "precision": {"precision": "fp32", "reason": "CPU"}}
+    with caplog.at_level(logging.WARNING):
+        warn_if_open(Settings(roots=roots, host="127.0.0.1"))
+        assert not caplog.records
+        warn_if_open(Settings(roots=roots, host="127.0.0.1", share=True))
+    assert "WITHOUT A PASSWORD" in caplog.text and "share link" in caplog.text
+    assert "exposed · no password" in _header_html(env, Settings(roots=roots, host="0.0.0.0"))
+    assert "exposed · login required" in _header_html(env, Settings(roots=roots, host="0.0.0.0", auth=("a", "b")))
+    assert ">local<" in _header_html(env, Settings(roots=roots))
+
+
+def test_settings_from_the_command_line(tmp_path, monkeypatch):
+    args = argparse.Namespace(host="127.0.0.1", port=7860, share=False, auth="ada:pa:ss", outputs=tmp_path / "o",
+                              models=tmp_path / "m", datasets=tmp_path / "d")
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    settings = Settings.from_args(args)
+    assert settings.auth == ("ada", "pa:ss") and not settings.exposed
+    assert settings.roots.datasets == (tmp_path / "d").resolve() and settings.roots.datasets.is_dir()
+    monkeypatch.setenv("SPACE_ID", "someone/lora-studio")
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    space = Settings.from_args(args)
+    assert space.host == "0.0.0.0" and space.exposed
+    for bad in ("ada", ":pw", "ada:"):
+        with pytest.raises(ValueError, match="USER:PASS"):
+            parse_auth(bad)

@@ -1,0 +1,191 @@
+"""The studio in a real browser (Debian chromium through Playwright): press Start on the defaults,
+watch the loss chart grow, pause, resume, stop, find the run and its checkpoints, and see a
+failure's message and traceback in the page.
+
+Screenshots go to test-artifacts/ (git-ignored); with UPDATE_SCREENSHOTS=1 the README's
+docs/screenshots/train.png and checkpoints.png are rewritten too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from studio.ui.app import Settings, start_studio
+from studio.ui.security import Roots
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
+                                                     "(apt-get install chromium); browser tests need it"),
+    pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),  # from gradio's queue internals
+]
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1440, "height": 1000}
+TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def studio_url(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ui-browser")
+    roots = Roots.create(base / "datasets", base / "models", base / "outputs")
+    (roots.datasets / "empty").mkdir()
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    app, studio = start_studio(Settings(roots=roots), prevent_thread_lock=True)
+    try:
+        yield app.local_url
+    finally:
+        if studio.runner.snapshot().active:
+            studio.runner.stop()
+        studio.runner.join(60)
+        app.close()
+        if before is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = before
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def screenshot(page, name: str, docs_name: str | None = None) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    if docs_name and os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SCREENSHOTS / docs_name)
+
+
+def loss_line_length(page) -> int:
+    """How much line the chart has drawn: the summed path data of its line marks."""
+    return page.evaluate("""() => [...document.querySelectorAll('#loss-chart path')]
+        .map(p => (p.getAttribute('d') || '').length).reduce((a, b) => a + b, 0)""")
+
+
+def current_step(page) -> int:
+    return int(page.get_by_role("progressbar", name="Training progress").get_attribute("aria-valuenow"))
+
+
+def test_start_on_the_defaults_pause_resume_stop_and_find_the_checkpoint(studio_url, browser):
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(studio_url)
+    start = page.get_by_role("button", name="Start", exact=True)
+    pause = page.get_by_role("button", name="Pause", exact=True)
+    resume = page.get_by_role("button", name="Resume", exact=True)
+    stop = page.get_by_role("button", name="Stop", exact=True)
+    header = page.locator("#header-job")
+    expect(page.get_by_label("Preset")).to_have_value("tiny-demo")
+    expect(pause).to_be_disabled()
+    expect(page.get_by_label("Run name")).to_have_value(re.compile(r"^tiny-demo-\d{8}-\d{4}"))
+
+    # 1. Start on the defaults: the chart draws and grows.
+    start.click()
+    expect(page.locator("#notice")).to_contain_text("Started run")
+    expect(header).to_contain_text("Training", timeout=TIMEOUT_MS)
+    run_name = page.locator("#job .job-extra").inner_text()
+    assert run_name.startswith("tiny-demo-")
+    expect(start).to_be_disabled()
+    page.wait_for_function("() => document.querySelectorAll('#loss-chart path').length > 0", timeout=TIMEOUT_MS)
+    first = loss_line_length(page)
+    page.wait_for_function(f"""() => [...document.querySelectorAll('#loss-chart path')]
+        .map(p => (p.getAttribute('d') || '').length).reduce((a, b) => a + b, 0) > {first}""", timeout=TIMEOUT_MS)
+
+    # 2. Another browser tab shows the same job, and a reload re-attaches.
+    other = browser.new_page(viewport=VIEWPORT)
+    other.goto(studio_url)
+    expect(other.locator("#header-job")).to_contain_text(run_name, timeout=TIMEOUT_MS)
+    other.reload()
+    expect(other.locator("#job")).to_contain_text(run_name, timeout=TIMEOUT_MS)
+    expect(other.get_by_role("button", name="Stop", exact=True)).to_be_enabled()
+    other.close()
+
+    # 3. Pause holds the step; Resume continues.
+    pause.click()
+    expect(header).to_contain_text("Paused", timeout=TIMEOUT_MS)
+    expect(resume).to_be_enabled()
+    held = current_step(page)
+    page.wait_for_timeout(1500)
+    assert current_step(page) == held
+    resume.click()
+    expect(header).to_contain_text("Training", timeout=TIMEOUT_MS)
+
+    # 4. The first samples arrive (tiny-demo samples every 100 steps).
+    expect(page.locator("#latest-samples")).to_contain_text("step 100", timeout=TIMEOUT_MS)
+    expect(header).to_contain_text("Training", timeout=TIMEOUT_MS)
+    page.wait_for_function("""() => { const imgs = [...document.querySelectorAll('#latest-samples img')];
+        return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }""", timeout=TIMEOUT_MS)
+    screenshot(page, "train-running", "train.png")
+
+    # 5. Stop saves a checkpoint.
+    stop.click()
+    expect(header).to_contain_text("Stopped", timeout=TIMEOUT_MS)
+    expect(start).to_be_enabled()
+    stopped_at = current_step(page)
+
+    # 6. The run and its checkpoints are under Checkpoints.
+    page.get_by_role("tab", name="Checkpoints").click()
+    runs = page.get_by_role("grid", name="Runs")
+    expect(runs.get_by_role("gridcell", name=run_name, exact=True)).to_be_visible(timeout=TIMEOUT_MS)
+    expect(runs.get_by_role("row", name=re.compile(f"^{run_name} stopped"))).to_be_visible()
+    checkpoints = page.get_by_role("grid", name="Checkpoints")
+    expect(checkpoints).to_contain_text(f"{run_name}-step{stopped_at:06d}.safetensors", timeout=TIMEOUT_MS)
+    expect(checkpoints).to_contain_text(f"{run_name}-step000100.safetensors")
+    expect(page.get_by_text(f"latest checkpoint (step {stopped_at})", exact=False)).to_be_visible()
+    screenshot(page, "checkpoints", "checkpoints.png")
+
+    # 7. Delete the older checkpoint, after confirming.
+    page.get_by_label("Checkpoint", exact=True).click()
+    page.get_by_role("option", name="100", exact=True).click()
+    page.get_by_role("button", name="Delete checkpoint…").click()
+    expect(page.get_by_text(f"Delete checkpoint step 100 of {run_name}?")).to_be_visible()
+    page.get_by_role("button", name="Yes, delete").click()
+    expect(page.locator("#notice")).to_contain_text("Deleted checkpoint step 100")
+    expect(checkpoints).not_to_contain_text("step000100.safetensors")
+
+    # 8. Resume continues from the latest checkpoint, back on the Train tab.
+    page.get_by_role("button", name="Resume training").click()
+    expect(page.get_by_role("tab", name="Train")).to_have_attribute("aria-selected", "true")
+    expect(header).to_contain_text("Training", timeout=TIMEOUT_MS)
+    assert current_step(page) >= stopped_at
+    stop.click()
+    expect(header).to_contain_text("Stopped", timeout=TIMEOUT_MS)
+    page.close()
+
+
+def test_a_failed_run_shows_its_error_and_traceback_in_the_page(studio_url, browser):
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(studio_url)
+    rank = page.get_by_label("lora.rank")
+    rank.fill("0")
+    rank.press("Tab")
+    expect(page.locator("#config-check")).to_contain_text(re.compile(r"✗ lora.rank: .*greater than or equal to 1"))
+    rank.fill("4")
+    rank.press("Tab")
+    expect(page.locator("#config-check")).to_contain_text("✓ Valid config")
+    dataset = page.get_by_label("data.dir")
+    dataset.fill("empty")
+    dataset.press("Enter")
+    page.get_by_role("button", name="Start", exact=True).click()
+    alert = page.get_by_role("alert").filter(has_text="Training failed")
+    expect(alert).to_contain_text("no images found", timeout=TIMEOUT_MS)
+    expect(page.locator("#header-job")).to_contain_text("Failed")
+    page.get_by_role("button", name="Traceback").click()
+    expect(page.get_by_text("Traceback (most recent call last)")).to_be_visible()
+    expect(page.get_by_role("button", name="Start", exact=True)).to_be_enabled()
+    screenshot(page, "train-failed")
+    page.close()
