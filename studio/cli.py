@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 from studio import __version__
-from studio.paths import REPO_ROOT, default_models_dir, default_outputs_dir
+from studio.paths import default_datasets_dir, default_models_dir, default_outputs_dir
 
 log = logging.getLogger("studio")
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="require a login (also from the STUDIO_AUTH environment variable)")
     parser.add_argument("--outputs", type=Path, default=default_outputs_dir(), help="runs folder (default ./outputs)")
     parser.add_argument("--models", type=Path, default=default_models_dir(), help="base models and LoRAs (default ./models)")
-    parser.add_argument("--datasets", type=Path, default=Path(os.environ.get("LORA_STUDIO_DATASETS", REPO_ROOT / "datasets")),
+    parser.add_argument("--datasets", type=Path, default=default_datasets_dir(),
                         help="dataset folders (default ./datasets); the studio reads datasets only from here and "
                              "the built-in builtin:demo")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -27,6 +27,10 @@ def default_outputs_dir() -> Path:
     return Path(os.environ.get("LORA_STUDIO_OUTPUTS", REPO_ROOT / "outputs"))
 
 
+def default_datasets_dir() -> Path:
+    return Path(os.environ.get("LORA_STUDIO_DATASETS", REPO_ROOT / "datasets"))
+
+
 def default_models_dir() -> Path:
     return Path(os.environ.get("LORA_STUDIO_MODELS", REPO_ROOT / "models"))
 

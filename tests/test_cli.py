@@ -84,8 +84,11 @@ def test_check_fails_with_the_reason_when_training_cannot_start(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "empty.png").write_bytes(b"")
+    for i in range(7):
+        (bad / f"junk{i}.jpg").write_text("not an image")
     result = studio("--outputs", str(tmp_path / "out"), "check", "--data", str(bad))
     assert result.returncode == 1 and "Training cannot start" in result.stdout
+    assert all(name in result.stdout for name in ["empty.png"] + [f"junk{i}.jpg" for i in range(7)])
     missing = studio("--outputs", str(tmp_path / "out"), "check", "--preset", "tiny-demo", "--set",
                      "model.base=nowhere/nothing-here", "--set", "data.dir=" + str(tmp_path / "nope"))
     assert missing.returncode == 1 and str(tmp_path / "nope") in missing.stdout

@@ -17,7 +17,8 @@ def _dataset_section(data_dir: str, config: RunConfig) -> tuple[dict[str, Any] |
 
     try:
         folder = resolve_data_dir(data_dir)
-        scan = scan_dataset(folder, progress=_progress("scanning images"))
+        # require_usable=False: a folder with nothing usable still gets its full report, every file named
+        scan = scan_dataset(folder, progress=_progress("scanning images"), require_usable=False)
     except DatasetError as err:
         return None, f"Dataset {data_dir}: {err}", [str(err)]
     report = build_report(scan, resolution=config.data.resolution, trigger_word=config.data.trigger_word,
