@@ -1,5 +1,6 @@
 """Shared test setup: offline, CPU, a throwaway cache for the built-in models and demo data."""
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -22,3 +23,35 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory):
+    """A model/data cache of the module's own, for tests that check what gets built and when."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LORA_STUDIO_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@contextlib.contextmanager
+def launched_studio(base: Path):
+    """The studio served on a free local port with datasets/models/outputs roots under `base`;
+    yields (app, studio) and stops any job and the server afterwards."""
+    from studio.ui.app import Settings, start_studio
+    from studio.ui.security import Roots
+
+    roots = Roots.create(base / "datasets", base / "models", base / "outputs")
+    (roots.datasets / "empty").mkdir()
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    app, studio = start_studio(Settings(roots=roots), prevent_thread_lock=True)
+    try:
+        yield app, studio
+    finally:
+        if studio.runner.snapshot().active:
+            studio.runner.stop()
+        studio.runner.join(60)
+        app.close()
+        if before is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = before

@@ -39,16 +39,7 @@ SDXL_UNET = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _offline_env(tmp_path_factory):
-    """A private model cache, no Hub access, one torch thread (2 shared cores thrash with more)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LORA_STUDIO_CACHE", str(tmp_path_factory.mktemp("cache")))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: offline, one thread
 
 
 @pytest.fixture(scope="module")

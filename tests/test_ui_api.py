@@ -4,7 +4,6 @@ refusals, failures shown with their traceback, and exports that download."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -13,8 +12,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from safetensors import safe_open
 
-from studio.ui.app import Settings, start_studio
-from studio.ui.security import Roots
+from conftest import launched_studio
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")  # from gradio's queue internals
 
@@ -28,22 +26,8 @@ EXPECTED_ENDPOINTS = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("ui-api")
-    roots = Roots.create(base / "datasets", base / "models", base / "outputs")
-    (roots.datasets / "empty").mkdir()
-    before = os.environ.get("GRADIO_TEMP_DIR")
-    app, studio = start_studio(Settings(roots=roots), prevent_thread_lock=True)
-    try:
+    with launched_studio(tmp_path_factory.mktemp("ui-api")) as (app, studio):
         yield Client(app.local_url, verbose=False), studio
-    finally:
-        if studio.runner.snapshot().active:
-            studio.runner.stop()
-        studio.runner.join(60)
-        app.close()
-        if before is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = before
 
 
 def wait_for(condition, timeout: float = 90, what: str = "condition") -> None:

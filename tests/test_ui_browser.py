@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from studio.ui.app import Settings, start_studio
-from studio.ui.security import Roots
+from conftest import launched_studio
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -36,22 +35,8 @@ TIMEOUT_MS = 90_000
 
 @pytest.fixture(scope="module")
 def studio_url(tmp_path_factory):
-    base = tmp_path_factory.mktemp("ui-browser")
-    roots = Roots.create(base / "datasets", base / "models", base / "outputs")
-    (roots.datasets / "empty").mkdir()
-    before = os.environ.get("GRADIO_TEMP_DIR")
-    app, studio = start_studio(Settings(roots=roots), prevent_thread_lock=True)
-    try:
+    with launched_studio(tmp_path_factory.mktemp("ui-browser")) as (app, _):
         yield app.local_url
-    finally:
-        if studio.runner.snapshot().active:
-            studio.runner.stop()
-        studio.runner.join(60)
-        app.close()
-        if before is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = before
 
 
 @pytest.fixture(scope="module")
