@@ -219,3 +219,16 @@ def test_v_prediction_trains_against_the_velocity(tmp_path):
     trainer.noise_scheduler.get_velocity = spy
     v = trainer._loss(0).item()
     assert seen.get("called") and math.isfinite(v) and v != eps
+
+
+def test_a_replacement_vae_is_loaded_and_used(tmp_path):
+    from studio.engine.models import ModelLoadError, load_pipeline
+
+    vae_dir = tmp_path / "my-vae"
+    load_pipeline("tiny-sd15").vae.save_pretrained(vae_dir, safe_serialization=True)
+    config = tiny("train.max_steps=1", f"model.vae={vae_dir}")
+    trainer = Trainer(config, RunFolder.create(tmp_path, "vae", config), Control(), lambda e: None, None)
+    trainer.setup(resume=False)
+    assert str(trainer.pipe.vae.config._name_or_path) == str(vae_dir)
+    with pytest.raises(ModelLoadError, match="neither a VAE folder nor a Hub id"):
+        run_training(tiny("train.max_steps=1", "model.vae=no-such-vae"), RunFolder.create(tmp_path, "bad", config))

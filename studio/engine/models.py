@@ -408,3 +408,24 @@ def list_local_models(models_dir: Path) -> list[LocalModel]:
         elif entry.is_file() and (entry.suffix == ".safetensors" or entry.suffix in _PICKLE_SUFFIXES):
             found.append(_describe_file(entry))
     return found
+
+
+def load_vae(vae: str, models_dir: Path | None = None):
+    """A replacement VAE (`model.vae`): a diffusers AutoencoderKL folder (by path or name under
+    `models/`) or a Hub id such as `madebyollin/sdxl-vae-fp16-fix`; safetensors only. Loaded in fp32."""
+    from diffusers import AutoencoderKL
+
+    candidates = [Path(vae).expanduser()] + ([models_dir / vae] if models_dir else [])
+    folder = next((p for p in candidates if p.is_dir()), None)
+    if folder is not None:
+        if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+            raise ModelLoadError(f"model.vae {vae!r}: {folder} needs a config.json and .safetensors weights "
+                                 "(a diffusers AutoencoderKL folder)")
+        return AutoencoderKL.from_pretrained(folder, dtype=torch.float32, use_safetensors=True, local_files_only=True)
+    if not _looks_like_hub_id(vae):
+        raise ModelLoadError(f"model.vae {vae!r} is neither a VAE folder nor a Hub id (owner/name)")
+    try:
+        return AutoencoderKL.from_pretrained(vae, dtype=torch.float32, use_safetensors=True,
+                                             local_files_only=hub_offline())
+    except OSError as exc:
+        raise _hub_error(vae, exc) from exc

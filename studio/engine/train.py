@@ -58,7 +58,7 @@ class Trainer:
     def setup(self, resume: bool) -> None:
         from studio.data.dataset import resolve_data_dir, scan_dataset, dataset_fingerprint
         from studio.data.report import build_report, write_report
-        from studio.engine.models import load_pipeline
+        from studio.engine.models import load_pipeline, load_vae
 
         cfg = self.config
         # 1. Device and precision: fp32 LoRA weights, base weights in the compute dtype on CUDA.
@@ -87,6 +87,8 @@ class Trainer:
         with self.dist.main_process_first():
             pipe = load_pipeline(cfg.model.base, family=cfg.model.family, dtype=weights_dtype,
                                  models_dir=self.models_dir, single_file_config=cfg.model.single_file_config)
+            if cfg.model.vae:
+                pipe.vae = load_vae(cfg.model.vae, self.models_dir)
         pipe.set_progress_bar_config(disable=True)
         self.pipe, self.family = pipe, cfg.model.family
         if self.is_main:
