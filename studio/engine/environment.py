@@ -28,6 +28,11 @@ def _version(package: str) -> str | None:
         return None
 
 
+def library_versions(*packages: str) -> dict[str, str | None]:
+    """Installed versions (None when missing); run.json records them for every run."""
+    return {name: _version(name) for name in packages}
+
+
 def human_bytes(n: int | None) -> str:
     if n is None:
         return "unknown"
@@ -45,7 +50,7 @@ def environment_report(outputs_dir: Path, models_dir: Path, precision: str = "au
 
     problems: list[str] = []
     warnings: list[str] = []
-    libraries = {name: _version(name) for name in REQUIRED + OPTIONAL}
+    libraries = library_versions(*REQUIRED, *OPTIONAL)
     for name in REQUIRED:
         if libraries[name] is None:
             problems.append(f"{name} is not installed: run `pip install -r requirements.txt`")

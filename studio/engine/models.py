@@ -429,3 +429,12 @@ def load_vae(vae: str, models_dir: Path | None = None):
                                              local_files_only=hub_offline())
     except OSError as exc:
         raise _hub_error(vae, exc) from exc
+
+
+def quiet_progress_bars() -> None:
+    """Library progress bars while loading would only clutter the CLI's bar and the server log."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()

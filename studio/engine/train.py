@@ -25,6 +25,7 @@ from studio.engine.checkpoints import LoraWeights, load_checkpoint, restore_rng_
 from studio.engine.conditioning import TextEmbedding, encode_images, encode_text, sdxl_time_ids
 from studio.engine.control import Control, Emit, Event
 from studio.engine.device import choose_precision, detect_device, memory_bytes
+from studio.engine.environment import library_versions
 from studio.engine.export import UNET_CONFIG_FILE, save_webui_lora, tag_frequency, write_sidecar
 from studio.engine.lora import TEXT_ENCODER, add_lora, lora_state_dict, load_lora_state_dict, unet_targets
 from studio.engine.runs import RunFolder, now_iso, step_dir_name
@@ -58,7 +59,7 @@ class Trainer:
     def setup(self, resume: bool) -> None:
         from studio.data.dataset import resolve_data_dir, scan_dataset, dataset_fingerprint
         from studio.data.report import build_report, write_report
-        from studio.engine.models import load_pipeline, load_vae
+        from studio.engine.models import load_pipeline, load_vae, quiet_progress_bars
 
         cfg = self.config
         # 1. Device and precision: fp32 LoRA weights, base weights in the compute dtype on CUDA.
@@ -83,7 +84,7 @@ class Trainer:
 
         # 3. Base model. Library progress bars would only clutter the CLI's bar and the server log.
         self.status("loading", f"loading {cfg.model.base}")
-        _quiet_library_progress()
+        quiet_progress_bars()
         with self.dist.main_process_first():
             pipe = load_pipeline(cfg.model.base, family=cfg.model.family, dtype=weights_dtype,
                                  models_dir=self.models_dir, single_file_config=cfg.model.single_file_config)
@@ -425,14 +426,6 @@ class Trainer:
         rows.clear()
 
 
-def _quiet_library_progress() -> None:
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def _training_scheduler(pipe):
     from diffusers import DDPMScheduler
 
@@ -449,7 +442,8 @@ def run_training(config: RunConfig, run: RunFolder, control: Control | None = No
         if trainer.is_main:
             run.update_status(status="running", started=run.read_status().get("started") or now_iso(),
                               base_model=config.model.base, family=config.model.family, error=None,
-                              max_steps=config.train.max_steps, **_environment_fields())
+                              max_steps=config.train.max_steps,
+                              versions=library_versions("torch", "diffusers", "transformers", "peft"))
         trainer.setup(resume)
         if trainer.is_main:
             run.update_status(tag_frequency=trainer.tag_frequency,
@@ -465,15 +459,3 @@ def run_training(config: RunConfig, run: RunFolder, control: Control | None = No
         raise
     finally:
         trainer.dist.close()
-
-
-def _environment_fields() -> dict[str, Any]:
-    import importlib.metadata as md
-
-    versions = {}
-    for name in ("torch", "diffusers", "transformers", "peft"):
-        try:
-            versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            versions[name] = None
-    return {"versions": versions}
