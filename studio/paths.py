@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 try:
     import fcntl
@@ -48,3 +50,30 @@ def cache_lock(name: str) -> Iterator[None]:
         finally:
             if fcntl is not None:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_cached_dir(final: Path, is_complete: Callable[[Path], bool], build: Callable[[Path], object]) -> Path:
+    """Return `final`, building it first if it is not complete.
+
+    `build` fills a temporary folder beside `final`, which is then renamed into place (an
+    incomplete or outdated `final` is set aside first), so a crashed or concurrent build never
+    leaves a folder that passes for a finished one. Builders in other processes wait on a lock.
+    """
+    if is_complete(final):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with cache_lock(final.name):  # DDP ranks or a CLI beside the studio may build at once
+        if is_complete(final):  # built by another process while we waited
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+        try:
+            build(tmp)
+            if final.exists():
+                stale = Path(tempfile.mkdtemp(prefix=f".{final.name}.stale-", dir=final.parent))
+                os.rename(final, stale / final.name)
+                shutil.rmtree(stale)
+            os.rename(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    return final

@@ -55,3 +55,17 @@ def launched_studio(base: Path):
             os.environ.pop("GRADIO_TEMP_DIR", None)
         else:
             os.environ["GRADIO_TEMP_DIR"] = before
+
+
+def components(family: str) -> list[str]:
+    """The model parts of a pipeline of `family` that hold weights."""
+    return ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if family == "sdxl" else [])
+
+
+def assert_same_weights(a, b, family: str) -> None:
+    """Two pipelines have bit-identical weights in every part."""
+    for name in components(family):
+        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        assert sa.keys() == sb.keys(), name
+        different = [k for k in sa if not torch.equal(sa[k], sb[k])]
+        assert not different, f"{name}: {different[:3]}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_same_weights
 import torch
 
 from studio.engine.ldm_convert import save_single_file, single_file_state_dict, unet_ldm_module_names, unet_to_ldm
@@ -61,16 +62,6 @@ def models_dir(tmp_path) -> Path:
     return root
 
 
-def components(family: str) -> list[str]:
-    return ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if family == "sdxl" else [])
-
-
-def assert_same_weights(a, b, family: str) -> None:
-    for name in components(family):
-        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
-        assert sa.keys() == sb.keys(), name
-        different = [k for k in sa if not torch.equal(sa[k], sb[k])]
-        assert not different, f"{name}: {different[:3]}"
 
 
 def generate(pipe, seed: int = 0) -> np.ndarray:

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import assert_same_weights
 import torch
 
 from studio.engine import tiny
@@ -19,16 +20,6 @@ NAMES = {family: name for name, family in TINY_MODELS.items()}
 pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: offline, one thread
 
 
-def components(family: str) -> list[str]:
-    return ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if family == "sdxl" else [])
-
-
-def assert_same_weights(a, b, family: str) -> None:
-    for name in components(family):
-        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
-        assert sa.keys() == sb.keys(), name
-        different = [k for k in sa if not torch.equal(sa[k], sb[k])]
-        assert not different, f"{name}: {different[:3]}"
 
 
 def generate(pipe, seed: int = 0, prompt: str = "a photo of a cat") -> np.ndarray:

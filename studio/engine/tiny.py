@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from studio.engine.tokenizer import clip_tokenizer, tokenizer_dir
-from studio.paths import cache_dir, cache_lock
+from studio.paths import build_cached_dir, cache_dir
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -218,31 +215,12 @@ def _save(name: str, folder: Path) -> None:
 def tiny_model_dir(name: str) -> Path:
     """The diffusers folder of the built-in model `name`, built and cached on first use.
 
-    The folder is built under a temporary name and renamed into place once complete, so a crashed
-    or concurrent build never leaves a folder that passes for a finished one.
+    Built atomically (see `build_cached_dir`); a changed builder version rebuilds it.
     """
     if name not in TINY_MODELS:
         raise ValueError(f"{name!r} is not a built-in model: expected one of {sorted(TINY_MODELS)}")
-    root = cache_dir() / "models"
-    final = root / name
-    if _is_complete(final, name):
-        return final
-
-    root.mkdir(parents=True, exist_ok=True)
-    with cache_lock(f"model-{name}"):  # DDP ranks or a CLI beside the studio may build at once
-        if _is_complete(final, name):  # built by another process while we waited
-            return final
+    final = cache_dir() / "models" / name
+    if not _is_complete(final, name):
         log.info("building built-in model %s into %s", name, final)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.building-", dir=root))
-        try:
-            _save(name, tmp)
-            if final.exists():
-                # An older builder version, or a half folder from before the marker existed: set it aside.
-                stale = root / f".{name}.stale-{uuid.uuid4().hex}"
-                os.rename(final, stale)
-                shutil.rmtree(stale)
-            os.rename(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-    return final
+    return build_cached_dir(final, lambda folder: _is_complete(folder, name), lambda folder: _save(name, folder))
+
