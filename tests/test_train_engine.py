@@ -13,6 +13,7 @@ from studio.config import load_config
 from studio.engine import checkpoints as checkpoints_module
 from studio.engine.checkpoints import load_checkpoint
 from studio.engine.control import Control
+from studio.engine.loss import min_snr_weights
 from studio.engine.runner import Runner
 from studio.engine.runs import RunFolder
 from studio.engine.train import Trainer, TrainingDiverged, run_training
@@ -177,8 +178,8 @@ def test_min_snr_weights_match_the_paper(tmp_path):
     alpha = trainer.noise_scheduler.alphas_cumprod[t]
     snr = alpha / (1 - alpha)
     expected = torch.minimum(snr, torch.full_like(snr, 5.0)) / snr
-    assert torch.allclose(trainer._min_snr_weights(t), expected)
-    assert math.isclose(trainer._min_snr_weights(torch.tensor([999])).item(), 1.0)
+    assert torch.allclose(min_snr_weights(trainer.noise_scheduler, t, 5.0), expected)
+    assert math.isclose(min_snr_weights(trainer.noise_scheduler, torch.tensor([999]), 5.0).item(), 1.0)
 
 
 def _weights_after(tmp_path, name, *overrides):

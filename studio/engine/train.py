@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from studio.config import RunConfig
 from studio.data.atomic import write_json_atomic
@@ -27,6 +26,7 @@ from studio.engine.control import Control, Emit, Event
 from studio.engine.device import choose_precision, detect_device, memory_bytes
 from studio.engine.environment import library_versions
 from studio.engine.export import UNET_CONFIG_FILE, save_webui_lora, tag_frequency, write_sidecar
+from studio.engine.loss import diffusion_loss
 from studio.engine.lora import TEXT_ENCODER, add_lora, lora_state_dict, load_lora_state_dict, unet_targets
 from studio.engine.runs import RunFolder, now_iso, step_dir_name
 from studio.engine.sampling import render_samples
@@ -314,24 +314,7 @@ class Trainer:
         dtype = self.autocast_dtype
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             pred = self.unet_ddp(noisy, timesteps, text.hidden, **extra).sample
-        if self.noise_scheduler.config.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
-        loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        if cfg.train.min_snr_gamma:
-            loss = loss * self._min_snr_weights(timesteps)
-        return loss.mean()
-
-    def _min_snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
-        """Min-SNR-γ weighting (Hang et al., "Efficient Diffusion Training via Min-SNR Weighting
-        Strategy", 2023, §3.4): min(SNR, γ) / SNR for ε-prediction, / (SNR + 1) for v-prediction."""
-        alphas = self.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-        snr = alphas / (1 - alphas)
-        clipped = torch.clamp(snr, max=self.config.train.min_snr_gamma)
-        if self.noise_scheduler.config.prediction_type == "v_prediction":
-            return clipped / (snr + 1)
-        return clipped / snr
+        return diffusion_loss(self.noise_scheduler, pred, latents, noise, timesteps, cfg.train.min_snr_gamma)
 
     def _text(self, captions: list[str]) -> TextEmbedding:
         if self.text_cache is not None:
