@@ -69,3 +69,23 @@ def assert_same_weights(a, b, family: str) -> None:
         assert sa.keys() == sb.keys(), name
         different = [k for k in sa if not torch.equal(sa[k], sb[k])]
         assert not different, f"{name}: {different[:3]}"
+
+
+def train_tiny_run(outputs: Path, name: str = "tiny-run", *overrides: str):
+    """A finished tiny-sd15 run on the demo dataset with checkpoints at steps 4 and 8 (a few seconds)."""
+    from studio.config import load_config
+    from studio.engine.runs import RunFolder
+    from studio.engine.train import run_training
+
+    config = load_config("tiny-demo", ["train.max_steps=8", "train.batch_size=2", "save.every_steps=4",
+                                       "save.keep_last=5", "sample.every_steps=0", "optim.warmup_steps=0",
+                                       *overrides])
+    run = RunFolder.create(outputs, name, config)
+    assert run_training(config, run) == "finished"
+    return run
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One finished tiny run shared by the evaluation tests (read it, don't change it: copy it first)."""
+    return train_tiny_run(tmp_path_factory.mktemp("outputs"))

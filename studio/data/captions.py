@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -118,6 +120,48 @@ def write_metadata_jsonl(folder: Path, captions: dict[Path, str]) -> Path:
     rows = sorted((_relative_name(folder, image), text.strip()) for image, text in captions.items())
     lines = [json.dumps({"file_name": rel, "text": text}, ensure_ascii=False) for rel, text in rows]
     return write_text_atomic(folder / SOURCE_METADATA, "".join(line + "\n" for line in lines))
+
+
+def save_captions(folder: Path, sidecars: dict[Path, str], metadata: dict[Path, str] | None = None) -> list[Path]:
+    """Write `sidecars` as `.txt` files and, when given, `metadata` as `folder/metadata.jsonl` — all or nothing.
+
+    Every new file is first written to a temp file beside its target; only when all of them are
+    written are they renamed into place. If a rename fails part way, the files already replaced
+    get their old contents back (or are removed if they were new), so a failure leaves every
+    caption file as it was. Returns the files written.
+    """
+    folder = Path(folder)
+    targets = {sidecar_path(image): text.strip() + "\n" for image, text in sidecars.items()}
+    if metadata is not None:
+        rows = sorted((_relative_name(folder, image), text.strip()) for image, text in metadata.items())
+        targets[folder / SOURCE_METADATA] = "".join(
+            json.dumps({"file_name": rel, "text": text}, ensure_ascii=False) + "\n" for rel, text in rows)
+    staged: dict[Path, Path] = {}
+    replaced: dict[Path, bytes | None] = {}
+    try:
+        for target, text in targets.items():
+            staged[target] = _stage(target, text)
+        for target, tmp in staged.items():
+            previous = target.read_bytes() if target.exists() else None
+            os.replace(tmp, target)
+            replaced[target] = previous
+    except BaseException:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        for target, previous in replaced.items():
+            if previous is None:
+                target.unlink(missing_ok=True)
+            else:
+                target.write_bytes(previous)
+        raise
+    return list(targets)
+
+
+def _stage(target: Path, text: str) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+        out.write(text)
+    return Path(tmp)
 
 
 def write_captions_json(folder: Path, captions: dict[Path, str]) -> Path:
