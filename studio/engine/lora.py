@@ -39,8 +39,11 @@ def lora_config(cfg: LoraSection, target_modules: list[str]) -> LoraConfig:
 def add_lora(model: torch.nn.Module, cfg: LoraSection, target_modules: list[str]) -> list[torch.nn.Parameter]:
     """Freeze `model`, add a LoRA adapter, return its (fp32) trainable parameters."""
     model.requires_grad_(False)
-    if hasattr(model, "add_adapter"):
-        model.add_adapter(lora_config(cfg, target_modules))
+    config = lora_config(cfg, target_modules)
+    if _is_transformers_model(model):
+        _inject_into_text_encoder(model, config)
+    elif hasattr(model, "add_adapter"):
+        model.add_adapter(config)
     else:  # pragma: no cover - every diffusers/transformers model we load has add_adapter
         raise TypeError(f"{type(model).__name__} cannot take a LoRA adapter")
     params = [p for n, p in model.named_parameters() if "lora_" in n]
@@ -48,6 +51,22 @@ def add_lora(model: torch.nn.Module, cfg: LoraSection, target_modules: list[str]
         p.data = p.data.float()
         p.requires_grad_(True)
     return params
+
+
+def _is_transformers_model(model: torch.nn.Module) -> bool:
+    return any(cls.__module__.startswith("transformers.") for cls in type(model).__mro__)
+
+
+def _inject_into_text_encoder(model: torch.nn.Module, config: LoraConfig) -> None:
+    """What transformers' `add_adapter` does, without its peft version gate.
+
+    transformers 5.24 refuses peft older than 0.22 in `add_adapter`, though injecting a LoRA needs
+    nothing new; calling peft directly keeps text-encoder training working with either peft.
+    """
+    from peft import inject_adapter_in_model
+
+    inject_adapter_in_model(config, model, adapter_name="default")  # also sets model.peft_config
+    model._hf_peft_config_loaded = True
 
 
 def lora_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
