@@ -4,12 +4,11 @@
 `dataset_report.json`); `format_report` renders it as text for `python studio.py check`.
 `ok` is False only when training cannot start (`problems`); everything else that deserves a look
 (missing captions, captions CLIP will truncate, duplicates, small images, a missing trigger word)
-is a warning.
+is a warning. The caption linter's findings (`studio.data.lint`) are kept under `lint`.
 """
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -19,24 +18,9 @@ from studio.data.atomic import write_json_atomic
 from studio.data.buckets import assign_bucket, make_buckets
 from studio.data.captions import CAPTION_SOURCES
 from studio.data.dataset import DatasetScan
+from studio.data.lint import CLIP_MAX_TOKENS, caption_token_counts, has_trigger_word, lint_captions
 
-CLIP_MAX_TOKENS = 77
 _LIST_LIMIT = 20  # longest list format_report prints in full (skipped files are always all shown)
-
-
-def caption_token_counts(captions: list[str]) -> list[int]:
-    """CLIP token count of each caption, start and end tokens included (the limit is 77)."""
-    from studio.engine.tokenizer import clip_tokenizer  # transformers: imported only when needed
-
-    tokenizer = clip_tokenizer()
-    specials = tokenizer.num_special_tokens_to_add()
-    # tokenize() rather than __call__: the same count without transformers' over-length warning
-    return [len(tokenizer.tokenize(text)) + specials for text in captions]
-
-
-def has_trigger_word(caption: str, trigger_word: str) -> bool:
-    """Whether `trigger_word` appears in `caption` as a whole word (case-insensitive)."""
-    return re.search(rf"(?<!\w){re.escape(trigger_word)}(?!\w)", caption, re.IGNORECASE) is not None
 
 
 def build_report(
@@ -80,6 +64,7 @@ def build_report(
             "word": trigger,
             "missing": [item.rel for item in captioned if not has_trigger_word(item.caption, trigger)],
         },
+        "lint": lint_captions({item.rel: item.caption for item in items}, trigger),
     }
     report["warnings"] = list(scan.warnings) + _summary_warnings(report)
     report["problems"] = _problems(report)
@@ -134,12 +119,23 @@ def format_report(report: dict[str, Any]) -> str:
     if report["small_images"]:
         lines += ["", f"Small images (short side under {report['resolution'] // 2} px, will be upscaled):"]
         lines += _limited([f"  {s['file']}: {s['width']}x{s['height']}" for s in report["small_images"]])
+    if report["lint"]:
+        lines += ["", f"Caption lint ({len(report['lint'])} findings):"]
+        for finding in report["lint"]:
+            lines.append(f"  [{finding['severity']}] {finding['message']}")
+            if finding["files"]:
+                lines.append(f"    files: {_first_few(finding['files'])}")
     if report["warnings"]:
         lines += ["", "Warnings:"] + [f"  - {w}" for w in report["warnings"]]
     if report["problems"]:
         lines += ["", "Problems:"] + [f"  - {p}" for p in report["problems"]]
     lines += ["", "Ready to train." if report["ok"] else "NOT ready to train: fix the problems above."]
     return "\n".join(lines)
+
+
+def _first_few(names: list[str], limit: int = 5) -> str:
+    more = f", … and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def _stats(values: list[int]) -> dict[str, float]:
