@@ -1,0 +1,134 @@
+"""The scorecard: fidelity (CLIP-I, DINO) against prompt adherence (CLIP-T) per checkpoint and scale,
+a recommended checkpoint with the reason, and the DreamBooth paper's values for orientation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DREAMBOOTH_REFERENCE = {"sd": {"dino": 0.668, "clip_i": 0.803, "clip_t": 0.305},
+                        "real": {"dino": 0.774, "clip_i": 0.885}}
+"""DreamBooth (Ruiz et al. 2023), Table 1: Stable Diffusion DreamBooth, and real images of the subject."""
+
+CLIP_T_TOLERANCE = 0.01
+"""How far a LoRA column's CLIP-T may fall below prompt only and still count as following the prompt:
+a column of a few images moves by about this much from seed to seed alone."""
+
+RANDOM_WARNING = "random weights — numbers mean nothing"
+METRIC_NAMES = {"clip_i": "CLIP-I", "dino": "DINO", "clip_t": "CLIP-T"}
+_EPS = 1e-9
+
+
+def recommend(columns: list[dict[str, Any]], *, random_weights: bool = False) -> dict[str, Any] | None:
+    """The LoRA column (step set, scale > 0) with the best fidelity whose CLIP-T stays within
+    `CLIP_T_TOLERANCE` of the prompt-only column; if none does, the one that follows the prompt best.
+
+    Fidelity is DINO (CLIP-I where a column has no DINO score). Returns {"label", "step", "scale",
+    "column", "reason"} (the reason reads after the label: "step 1500 · ×1 — highest DINO …"), or None
+    when there is no scored LoRA column. With `random_weights` the reason starts with that warning.
+    """
+    candidates = [c for c in columns if c.get("step") is not None and (c.get("scale") or 0) > 0
+                  and c.get("clip_t") is not None]
+    metric = "dino" if all(c.get("dino") is not None for c in candidates) else "clip_i"
+    candidates = [c for c in candidates if c.get(metric) is not None]
+    if not candidates:
+        return None
+    candidates.sort(key=lambda c: (c["step"], c["scale"]))  # ties go to the earlier, cheaper checkpoint
+    name = METRIC_NAMES[metric]
+    baseline = _baseline(columns)
+    floor = baseline["clip_t"] - CLIP_T_TOLERANCE if baseline else None
+
+    def keeps_prompt(c: dict[str, Any]) -> bool:
+        return floor is None or c["clip_t"] >= floor - _EPS
+
+    qualified = [c for c in candidates if keeps_prompt(c)]
+    if not qualified:
+        best = max(candidates, key=lambda c: c["clip_t"])
+        reason = (f"no LoRA column keeps CLIP-T within {CLIP_T_TOLERANCE} of prompt only ({baseline['clip_t']:.3f}), "
+                  f"so this is the one that follows the prompt best (CLIP-T {best['clip_t']:.3f}, {name} "
+                  f"{best[metric]:.3f}): "
+                  "the LoRA overrides the prompt — try a lower scale, an earlier checkpoint or a lower learning rate")
+    else:
+        best = max(qualified, key=lambda c: (c[metric], c.get("clip_i") or 0.0))
+        if floor is None:
+            reason = (f"highest {name} ({best[metric]:.3f}); no prompt-only column, so prompt "
+                      f"adherence (CLIP-T {best['clip_t']:.3f}) is not compared")
+        else:
+            reason = (f"highest {name} ({best[metric]:.3f}) while CLIP-T ({best['clip_t']:.3f}) stays "
+                      f"within {CLIP_T_TOLERANCE} of prompt only ({baseline['clip_t']:.3f})")
+        reason += _trend(best, candidates, metric, keeps_prompt)
+    if baseline and baseline.get(metric) is not None and best[metric] <= baseline[metric]:
+        reason += (f"; {name} is no higher than prompt only ({baseline[metric]:.3f}): the LoRA has not learned the "
+                   "subject yet")
+    if random_weights:
+        reason = f"[{RANDOM_WARNING}] {reason}"
+    return {"label": best["label"], "step": best["step"], "scale": best["scale"], "column": best.get("column"),
+            "reason": reason}
+
+
+def format_scorecard(scores: dict[str, Any]) -> str:
+    """The scorecard as text: one row per column, the baseline marked, the recommendation, the
+    DreamBooth reference values."""
+    clip, dino = scores["backbones"]["clip"], scores["backbones"]["dino"]
+    refs = scores["references"]
+    lines = [f"Scores for grid {scores['grid']} of run {scores['run']} — raw cosines, "
+             f"{refs['count']} reference images from {refs['folder']}",
+             f"CLIP-I and CLIP-T: CLIP {_backbone(clip)}",
+             f"DINO: {_backbone(dino)}",
+             ""]
+    baseline = _baseline(scores["columns"])
+    header = ["column", "step", "scale", "CLIP-I", "DINO", "CLIP-T", "ΔCLIP-T", "images"]
+    table = [header]
+    for c in scores["columns"]:
+        label = f"{c['label']} (baseline)" if c is baseline else str(c["label"])
+        step = "–" if c["step"] is None else str(c["step"])
+        scale = "–" if c["scale"] is None else f"{c['scale']:g}"
+        delta = ""
+        if baseline and c is not baseline and c["clip_t"] is not None:
+            delta = f"{c['clip_t'] - baseline['clip_t']:+.3f}"
+        table.append([label, step, scale, _num(c["clip_i"]), _num(c["dino"]), _num(c["clip_t"]), delta, str(c["n"])])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+    lines.append("")
+    rec = scores.get("recommendation")
+    lines.append(f"Recommended: {rec['label']} — {rec['reason']}" if rec else
+                 "Recommended: none — the grid has no LoRA column (step and scale > 0) to choose from")
+    sd, real = DREAMBOOTH_REFERENCE["sd"], DREAMBOOTH_REFERENCE["real"]
+    lines += ["",
+              f"For orientation, the DreamBooth paper (Stable Diffusion): DINO {sd['dino']}, CLIP-I {sd['clip_i']}, "
+              f"CLIP-T {sd['clip_t']}; real images of the subject: DINO {real['dino']}, CLIP-I {real['clip_i']}. "
+              "Its backbones, subjects and prompts differ from these, so compare columns with each other, not with "
+              "the paper."]
+    return "\n".join(lines)
+
+
+def _baseline(columns: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The prompt-only column (no LoRA; else a LoRA at scale 0) with a CLIP-T score."""
+    scored = [c for c in columns if c.get("clip_t") is not None]
+    return (next((c for c in scored if c.get("step") is None), None)
+            or next((c for c in scored if not c.get("scale")), None))
+
+
+def _trend(best: dict[str, Any], candidates: list[dict[str, Any]], metric: str, keeps_prompt) -> str:
+    """What the other steps at the chosen scale say: overfitting after it, or still learning at the end."""
+    same_scale = [c for c in candidates if c["scale"] == best["scale"]]
+    later_losing = [c for c in same_scale if c["step"] > best["step"] and not keeps_prompt(c)]
+    if later_losing:
+        first = later_losing[0]
+        return (f"; later steps lose prompt adherence (step {first['step']}: CLIP-T {first['clip_t']:.3f}) — "
+                "overfitting")
+    earlier = [c for c in same_scale if c["step"] < best["step"]]
+    if earlier and best["step"] == max(c["step"] for c in same_scale) and earlier[-1][metric] < best[metric]:
+        return (f"; {METRIC_NAMES[metric]} still rises at the last step ({earlier[-1][metric]:.3f} at step "
+                f"{earlier[-1]['step']} → {best[metric]:.3f}): undertrained, train longer")
+    return ""
+
+
+def _backbone(entry: dict[str, Any]) -> str:
+    return f"{entry['name']} ({RANDOM_WARNING})" if entry.get("random_weights") else entry["name"]
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
