@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import textwrap
 from pathlib import Path
 
@@ -13,15 +12,6 @@ from studio import __version__
 from studio.paths import default_datasets_dir, default_models_dir, default_outputs_dir
 
 log = logging.getLogger("studio")
-
-# Subcommands that later issues build. They exist (with --help) so the CLI is complete, and say so
-# plainly instead of pretending to work.
-NOT_YET = {
-    "caption": "the Dataset tab and captioners (issue #5)",
-    "compare": "the Compare tab (issue #6)",
-    "score": "the Score tab (issue #6)",
-    "generate": "batch generation (issue #6)",
-}
 
 
 def _config_keys_epilog() -> str:
@@ -72,29 +62,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("webui", "diffusers"), default="webui")
     p.add_argument("--out", type=Path, metavar="FILE")
 
-    p = sub.add_parser("caption", help="caption a dataset folder")
+    p = sub.add_parser("caption", help="caption a dataset folder (writes .txt sidecars, all or nothing)",
+                       description="Caption every image in DIR that has no caption yet (or all with --overwrite). "
+                                   "Captions are written as .txt sidecars only when every image succeeded.")
     p.add_argument("dir", type=Path, metavar="DIR")
-    p.add_argument("--captioner", required=True, metavar="NAME", help="template, blip or florence2")
-    p.add_argument("--trigger", metavar="WORD")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--captioner", required=True, choices=("template", "blip", "florence2"),
+                   help="template: trigger word + class phrase (+ description), no model; blip: BLIP through "
+                        "transformers; florence2: Florence-2 detailed caption")
+    p.add_argument("--model", metavar="ID|DIR",
+                   help="captioner weights: a Hub id, a local folder, or tiny-random (a built-in random-weights "
+                        "model for offline trials; its captions mean nothing). Default: the captioner's own")
+    p.add_argument("--trigger", metavar="WORD", help="trigger word to start each caption with")
+    p.add_argument("--class-phrase", metavar="TEXT", default="", help="template: what the subject is, e.g. 'toy robot'")
+    p.add_argument("--description", metavar="TEXT", default="", help="template: a fixed description appended to each caption")
+    p.add_argument("--max-length", type=int, default=77, metavar="N", help="model captioners: longest caption in tokens")
+    p.add_argument("--overwrite", action="store_true", help="replace existing captions (default: only fill missing ones)")
 
-    p = sub.add_parser("compare", help="prompt-only vs LoRA comparison grid")
+    p = sub.add_parser("compare", help="prompt-only vs LoRA comparison grid (prompts × seeds × checkpoints × scales)",
+                       description="Render a comparison grid of RUN into outputs/RUN/grids/NAME: a row per prompt × "
+                                   "seed, a column per checkpoint × scale (scale 0 is the prompt-only column), "
+                                   "each row on one seed. Writes the images, a labelled grid.png and manifest.json.")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--prompts", required=True, metavar="FILE|TEXT")
-    p.add_argument("--seeds", default="1", metavar="1,2")
-    p.add_argument("--scales", default="1", metavar="0,0.5,1")
-    p.add_argument("--steps", default="final", metavar="N,M|all")
+    p.add_argument("--prompts", required=True, metavar="FILE|TEXT",
+                   help="a text file with one prompt per line, or the prompt itself; {trigger} is the trigger word")
+    p.add_argument("--seeds", default="1", metavar="1,2", help="one row per prompt × seed (default: 1)")
+    p.add_argument("--scales", default="1", metavar="0,0.5,1", help="LoRA scales for each checkpoint column")
+    p.add_argument("--steps", default="final", metavar="N,M|all|final",
+                   help="checkpoint steps to compare (default: the final LoRA, else the latest checkpoint)")
+    p.add_argument("--name", metavar="NAME", help="grid name (default: a dated name)")
+    p.add_argument("--inference-steps", type=int, metavar="N", help="sampler steps (default: the run's sample.inference_steps)")
+    p.add_argument("--guidance", type=float, metavar="G", help="guidance scale (default: the run's sample.guidance_scale)")
+    p.add_argument("--size", type=int, metavar="PX", help="image size (default: the run's data.resolution)")
 
-    p = sub.add_parser("score", help="CLIP-I / CLIP-T / DINO scores for a grid")
+    p = sub.add_parser("score", help="CLIP-I / CLIP-T / DINO scores for a grid, and a recommended checkpoint",
+                       description="Score a comparison grid of RUN: CLIP-I and DINO (fidelity to the reference "
+                                   "images) and CLIP-T (prompt adherence) per column, saved as scores.json next to "
+                                   "the grid, printed as a scorecard with a recommended checkpoint and scale.")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--refs", type=Path, metavar="DIR")
-    p.add_argument("--grid", metavar="NAME")
+    p.add_argument("--refs", type=Path, metavar="DIR", help="reference images (default: the run's training images)")
+    p.add_argument("--grid", metavar="NAME", help="grid to score (default: the newest)")
+    p.add_argument("--clip", metavar="NAME", help="CLIP backbone (default ViT-B-32-quickgelu/openai; tiny-random offline)")
+    p.add_argument("--dino", metavar="NAME", help="DINO backbone (default dino-vits16; tiny-random offline)")
+    p.add_argument("--json", action="store_true", help="print scores.json instead of the scorecard")
 
-    p = sub.add_parser("generate", help="batch-generate images with a run's LoRA")
+    p = sub.add_parser("generate", help="batch-generate images with a run's LoRA (resumable)",
+                       description="Generate N images from a prompt list with one checkpoint of RUN into DIR "
+                                   "(00000.png, … and manifest.json). Run the same command again to continue a "
+                                   "batch that was stopped; images already written are kept.")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--prompts", required=True, type=Path, metavar="FILE")
-    p.add_argument("--count", required=True, type=int, metavar="N")
+    p.add_argument("--prompts", required=True, metavar="FILE|TEXT", help="a text file with one prompt per line, or one prompt")
+    p.add_argument("--count", required=True, type=int, metavar="N", help="how many images in all (prompts are cycled)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.add_argument("--step", type=int, metavar="N", help="checkpoint step (default: the final LoRA, else the latest)")
+    p.add_argument("--scale", type=float, default=1.0, metavar="S", help="LoRA scale (default 1.0; 0 = no LoRA)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the first image; image i uses seed + i")
+    p.add_argument("--inference-steps", type=int, metavar="N", help="sampler steps (default: the run's sample.inference_steps)")
+    p.add_argument("--guidance", type=float, metavar="G", help="guidance scale (default: the run's sample.guidance_scale)")
+    p.add_argument("--size", type=int, metavar="PX", help="image size (default: the run's data.resolution)")
 
     p = sub.add_parser("check", help="environment and dataset report; non-zero exit if training can't start",
                        formatter_class=fmt)
@@ -118,9 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         from studio.ui.app import launch
 
         return launch(args)
-    if args.command in NOT_YET:
-        print(f"`{args.command}` is not available yet: it arrives with {NOT_YET[args.command]}.", file=sys.stderr)
-        return 2
     if args.command == "train":
         from studio.commands.train import run_train
 
@@ -137,6 +158,22 @@ def main(argv: list[str] | None = None) -> int:
         from studio.commands.bench import run_bench_command
 
         return run_bench_command(args)
+    if args.command == "caption":
+        from studio.commands.caption import run_caption
+
+        return run_caption(args)
+    if args.command == "compare":
+        from studio.commands.compare import run_compare
+
+        return run_compare(args)
+    if args.command == "generate":
+        from studio.commands.compare import run_generate
+
+        return run_generate(args)
+    if args.command == "score":
+        from studio.commands.score import run_score
+
+        return run_score(args)
     if args.command == "check":
         from studio.commands.check import run_check
 

@@ -35,12 +35,15 @@ def test_train_help_documents_the_config_keys():
     assert "lora.rank" in out and "LoRA rank (dimension)" in out and "one of: auto, fp32, fp16, bf16" in out
 
 
-@pytest.mark.parametrize("command, args", [("caption", ["."]), ("compare", ["run", "--prompts", "x"]),
-                                           ("score", ["run"]), ("generate", ["run", "--prompts", "p", "--count", "1",
-                                                                             "--out", "o"])])
-def test_unbuilt_subcommands_say_so_plainly(command, args):
-    result = studio(command, *args, "--captioner", "template") if command == "caption" else studio(command, *args)
-    assert result.returncode == 2 and "not available yet" in result.stderr and result.stdout == ""
+@pytest.mark.parametrize("args, message", [
+    (["caption", "no-such-folder", "--captioner", "template"], "no-such-folder"),
+    (["compare", "no-such-run", "--prompts", "x"], "no-such-run"),
+    (["score", "no-such-run"], "no-such-run"),
+    (["generate", "no-such-run", "--prompts", "p", "--count", "1", "--out", "o"], "no-such-run"),
+])
+def test_evaluation_and_caption_commands_name_what_is_missing(tmp_path, args, message):
+    result = studio("--outputs", str(tmp_path), *args)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_train_rejects_a_bad_override_with_the_key_path(tmp_path):

@@ -1,0 +1,51 @@
+"""`python studio.py score RUN [--refs DIR] [--grid NAME] [--clip NAME] [--dino NAME] [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from studio.commands.progress import ProgressBar
+from studio.engine.gpu_lock import AcceleratorBusy
+from studio.engine.runs import RunFolder, find_run
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from studio.eval.backbones import CLIP_DEFAULT, DINO_DEFAULT, BackboneError
+    from studio.eval.scorecard import format_scorecard
+    from studio.eval.scoring import score_grid
+
+    try:
+        run = find_run(args.outputs, args.run)
+        grid = args.grid or _newest_grid(run)
+        bar = ProgressBar(f"scoring {grid}")
+        try:
+            scores = score_grid(run, grid, refs=args.refs, clip=args.clip or CLIP_DEFAULT,
+                                dino=args.dino or DINO_DEFAULT, progress=bar)
+        finally:
+            bar.close()
+    except (FileNotFoundError, ValueError, BackboneError, AcceleratorBusy) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(scores, indent=2, ensure_ascii=False) if args.json else format_scorecard(scores))
+    return 0
+
+
+def _newest_grid(run: RunFolder) -> str:
+    """The complete grid (one with a manifest.json) created last: by the manifest's time, else its mtime."""
+    # folders starting with "." are grids still being written (temp folders)
+    manifests = [m for m in run.grids_dir.glob("*/manifest.json") if not m.parent.name.startswith(".")]
+    if not manifests:
+        raise FileNotFoundError(f"run {run.name} has no comparison grid yet: make one first with "
+                                f"python studio.py compare {run.name} --prompts FILE|TEXT")
+    return max(manifests, key=_created).parent.name
+
+
+def _created(manifest: Path) -> float:
+    try:
+        return dt.datetime.fromisoformat(json.loads(manifest.read_text(encoding="utf-8"))["created"]).timestamp()
+    except (OSError, ValueError, KeyError, TypeError):
+        return manifest.stat().st_mtime  # a manifest without a readable time still counts, by its file time
