@@ -89,3 +89,12 @@ def train_tiny_run(outputs: Path, name: str = "tiny-run", *overrides: str):
 def finished_run(tmp_path_factory):
     """One finished tiny run shared by the evaluation tests (read it, don't change it: copy it first)."""
     return train_tiny_run(tmp_path_factory.mktemp("outputs"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian chromium through Playwright, one per test module (see browser_support.py)."""
+    from browser_support import launch_chromium
+
+    with launch_chromium() as chromium:
+        yield chromium

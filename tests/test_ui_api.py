@@ -21,6 +21,16 @@ EXPECTED_ENDPOINTS = {
     "/start", "/pause", "/resume", "/stop", "/sample_now", "/save_now", "/poll", "/load_preset", "/resolve_config",
     "/pick_base", "/on_load", "/suggest_run_name", "/list_runs", "/show_run", "/pick_run_row", "/show_samples",
     "/export_checkpoint", "/resume_run", "/ask_delete", "/cancel_delete", "/delete_checkpoint", "/follow_job",
+    # Dataset tab
+    "/open_dataset", "/open_demo", "/create_dataset", "/add_to_dataset", "/list_datasets", "/filter_gallery",
+    "/previous_page", "/next_page", "/select_image", "/apply_caption", "/add_trigger", "/add_prefix", "/add_suffix",
+    "/replace_text", "/remove_tag", "/lowercase", "/undo_bulk_edit", "/revert_unsaved", "/save_captions",
+    "/import_captions", "/refresh_report", "/pick_captioner", "/auto_caption", "/send_to_train",
+    # Compare tab
+    "/follow_job_compare", "/list_lora_runs", "/pick_compare_run", "/make_grid", "/open_grid", "/show_slider",
+    "/generate_batch", "/stop_batch", "/send_to_score",
+    # Score tab
+    "/list_scored_runs", "/list_grids", "/show_scores", "/score_grid",
 }
 
 

@@ -1,13 +1,17 @@
 """The studio's shell: header bar, tabs and the one poll timer; `launch()` serves it.
 
 A tab is a module with `TITLE`, `TAB_ID` and `build(studio, tab)`; adding one is one line in
-`TABS`. Every tab shares one `Studio`: the process's single `Runner` (so every browser tab sees
-the same job) and the roots that confine every path a user can name.
+`TABS`. A tab that sends work to another one (Dataset → Train, Compare → Score) also has
+`connect(studio)`, called once every tab is built, and finds the other tab's components in
+`studio.parts` under names like "train.fields". Every tab shares one `Studio`: the process's
+single `Runner` (so every browser tab sees the same job) and the roots that confine every path a
+user can name.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import html
 import logging
 import os
@@ -20,14 +24,15 @@ import gradio as gr
 from studio import __version__
 from studio.engine.environment import environment_report
 from studio.engine.runner import Runner
-from studio.ui import checkpoints_tab, live, train_tab
-from studio.ui.security import Roots, is_exposed, is_loopback, running_on_space
+from studio.engine.runs import RunFolder
+from studio.ui import checkpoints_tab, compare_tab, dataset_tab, live, score_tab, train_tab
+from studio.ui.security import PathNotAllowed, Roots, is_exposed, is_loopback, running_on_space
 from studio.ui.theme import CSS, studio_theme
 
 log = logging.getLogger(__name__)
 
-TABS = (train_tab, checkpoints_tab)
-"""Tab modules in page order (Dataset, Compare and Score join here with their issues)."""
+TABS = (dataset_tab, train_tab, checkpoints_tab, compare_tab, score_tab)
+"""Tab modules in page order: the workflow from photos to a scored LoRA."""
 
 POLL_SECONDS = 1.0
 
@@ -77,6 +82,15 @@ class Studio:
     notice: gr.Markdown | None = None
     """The header's one-line answer to the last action (started, paused, refused and why)."""
     env: dict[str, Any] = field(default_factory=dict)
+    parts: dict[str, Any] = field(default_factory=dict)
+    """Components (and event settings) a tab offers to others, by "<tab id>.<name>"."""
+
+    def run(self, name: str) -> RunFolder:
+        """The run `name` in the outputs folder, or the error the page shows when there is none."""
+        try:
+            return self.roots.run(name)
+        except PathNotAllowed as err:
+            raise gr.Error(str(err), title="No such run") from None
 
 
 def _header_html(env: dict[str, Any], settings: Settings) -> str:
@@ -116,7 +130,17 @@ def build_app(settings: Settings, runner: Runner | None = None) -> tuple[gr.Bloc
             for module in TABS:
                 with gr.Tab(module.TITLE, id=module.TAB_ID) as tab:
                     module.build(studio, tab)
+        for module in TABS:
+            if hasattr(module, "connect"):
+                module.connect(studio)
+        app.load(functools.partial(_landing_tab, studio), None, studio.tabs, api_name="landing_tab",
+                 api_visibility="private", show_progress="hidden")
     return app, studio
+
+
+def _landing_tab(studio: Studio) -> Any:
+    """A page opened while a job runs lands on Train, where the job is shown; otherwise on the first tab."""
+    return gr.Tabs(selected=train_tab.TAB_ID) if studio.runner.snapshot().active else gr.skip()
 
 
 def launch_options(settings: Settings) -> dict[str, Any]:

@@ -37,12 +37,6 @@ class CheckpointHandlers:
     def __init__(self, studio: Studio):
         self.studio = studio
 
-    def _run(self, name: str) -> RunFolder:
-        try:
-            return self.studio.roots.run(name)
-        except PathNotAllowed as err:
-            raise _user_error(err) from None
-
     def _checkpoint_step(self, run: RunFolder, step: Any) -> int:
         steps = [c.step for c in run.checkpoints()]
         try:
@@ -76,7 +70,7 @@ class CheckpointHandlers:
         table = runs_view.runs_table(self.studio.roots.outputs, snap)
         if not selected or selected != snap.run:
             return table, gr.skip(), gr.skip(), gr.skip(), {"job": key}
-        run = self._run(selected)
+        run = self.studio.run(selected)
         steps = [c.step for c in run.checkpoints()]
         return (table, runs_view.run_summary_html(run, snap), runs_view.checkpoints_table(run),
                 gr.Dropdown(choices=list(reversed(steps))), {"job": key})
@@ -91,7 +85,7 @@ class CheckpointHandlers:
             return ("", gr.Accordion(visible=False), "", None, gr.Dropdown(choices=[], value=None),
                     [], runs_view.empty_checkpoints_table(), gr.Dropdown(choices=[], value=None),
                     RESUME_NOTE.format(where=""), gr.Group(visible=False), gr.File(value=None, visible=False))
-        run = self._run(name)
+        run = self.studio.run(name)
         info = run.read_status()
         snap = self.studio.runner.snapshot()
         failed = runs_view.run_status(run, info, snap) == "failed" and bool(info.get("traceback"))
@@ -114,7 +108,7 @@ class CheckpointHandlers:
         )
 
     def show_samples(self, name: str, step: Any) -> list[tuple[str, str]]:
-        run = self._run(name)
+        run = self.studio.run(name)
         if step not in run.sample_steps():
             raise gr.Error(f"run {run.name} has no samples at step {step} (steps with samples: "
                            f"{', '.join(map(str, run.sample_steps())) or 'none'})", title="No such samples")
@@ -125,7 +119,7 @@ class CheckpointHandlers:
         """Write the checkpoint's LoRA in `webui` or `diffusers` format; returns the files to download."""
         from studio.engine.export import export_run  # imports peft and diffusers: only when exporting
 
-        run = self._run(name)
+        run = self.studio.run(name)
         if fmt not in FORMATS:
             raise gr.Error(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}", title="Unknown format")
         path = export_run(run, fmt, self._checkpoint_step(run, step))
@@ -137,7 +131,7 @@ class CheckpointHandlers:
 
     def resume_run(self, name: str, step: Any) -> tuple[str, Any]:
         """Continue a run from its latest checkpoint in the background and switch to the Train tab."""
-        run = self._run(name)
+        run = self.studio.run(name)
         latest = run.latest_checkpoint()
         if latest is None:
             raise gr.Error(f"run {run.name} has no complete checkpoint to resume from", title="Cannot resume")
@@ -174,7 +168,7 @@ class CheckpointHandlers:
 
     def ask_delete(self, name: str, step: Any) -> tuple[Any, str]:
         """Show the confirmation for deleting one checkpoint (refused at once for the training run)."""
-        run = self._run(name)
+        run = self.studio.run(name)
         value = self._checkpoint_step(run, step)
         self._refuse_if_training(run)
         latest = run.latest_checkpoint()
@@ -187,7 +181,7 @@ class CheckpointHandlers:
         return gr.Group(visible=False)
 
     def delete_checkpoint(self, name: str, step: Any) -> tuple[str, Any]:
-        run = self._run(name)
+        run = self.studio.run(name)
         value = self._checkpoint_step(run, step)
         self._refuse_if_training(run)
         try:

@@ -218,6 +218,10 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                 "sample": handlers.sample_now, "save": handlers.save_now}
     for name, fn in commands.items():
         buttons[name].click(fn, None, studio.notice, api_name=fn.__name__).then(**refresh)
+    # What other tabs may fill in (Dataset → "Use for training") and how to re-resolve after they do.
+    studio.parts["train.fields"] = fields
+    studio.parts["train.resolve"] = dict(fn=handlers.resolve_config, inputs=[preset, run_name], outputs=resolved,
+                                         inputs_kwargs=fields, api_visibility="private")
     studio.app.load(handlers.on_load, preset, [base, fields["data.dir"], run_name], api_name="on_load",
                     show_progress="hidden")
     studio.app.load(**refresh)

@@ -1,0 +1,336 @@
+"""Compare tab: prompt-only against LoRA side by side, across checkpoints and scales, and batches.
+
+A comparison grid's rows are prompt × seed and its columns prompt only, then each picked checkpoint
+at each scale; a row uses the same seed in every column. The grid shows as a captioned gallery,
+a before/after slider (prompt only against one column, for one row) and the labelled grid.png to
+download; earlier grids reopen from disk, and "Send to Score" hands one to the Score tab. The base
+model stays loaded between grids and batches in one `PipelineCache` per studio process.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from studio.engine.gpu_lock import AcceleratorBusy
+from studio.engine.models import ModelLoadError
+from studio.engine.runs import RunFolder
+from studio.eval.grids import (FINAL, PROMPT_ONLY, Column, Grid, grid_spec, list_grids, load_grid, make_grid,
+                               parse_scales, parse_seeds, plan_columns)
+from studio.ui import eval_view, live
+
+if TYPE_CHECKING:
+    from studio.eval.pipelines import PipelineCache
+    from studio.ui.app import Studio
+
+TITLE, TAB_ID = "Compare", "compare"
+CACHE_PART = "eval.cache"
+BATCH_PREVIEW = 8
+"""Images of a batch shown after it ran: the last ones written."""
+USER_ERRORS = (ValueError, FileNotFoundError, ModelLoadError)
+SHOWN_OUTPUTS = 7
+"""What shows a grid: summary, gallery, slider row and column pickers, slider, labelled grid, download."""
+
+
+class CompareHandlers:
+    """The Compare tab's event handlers; thin calls into the grid and batch generators."""
+
+    def __init__(self, studio: Studio):
+        self.studio = studio
+        self._stop_batch = threading.Event()
+
+    def cache(self) -> PipelineCache:
+        """The studio's one pipeline cache, so the base model stays loaded between grids."""
+        from studio.eval.pipelines import PipelineCache  # imports diffusers: only when generating
+
+        if CACHE_PART not in self.studio.parts:
+            self.studio.parts[CACHE_PART] = PipelineCache(self.studio.roots.models)
+        return self.studio.parts[CACHE_PART]
+
+    # --- runs ------------------------------------------------------------------------------------
+    def run_names(self) -> list[str]:
+        return eval_view.runs_with_lora(self.studio.roots.outputs)
+
+    def list_runs(self, selected: str | None) -> Any:
+        """Runs with a LoRA file, keeping the picked run while it exists."""
+        names = self.run_names()
+        return gr.Dropdown(choices=names, value=selected if selected in names else (names[0] if names else None))
+
+    def follow_job(self, selected: str | None, picked: list[str] | None, batch_pick: str | None,
+                   seen: dict[str, Any] | None) -> tuple[Any, ...]:
+        """On the app's tick: when the studio's job changes state or saves a checkpoint, list the runs
+        again (a finished run brings its final LoRA) and the picked run's checkpoints; else gr.skip()."""
+        snap = self.studio.runner.snapshot()
+        key = [snap.run, snap.status, list(snap.checkpoints)]
+        if (seen or {}).get("job") == key:
+            return gr.skip(), gr.skip(), gr.skip(), seen
+        names = self.run_names()
+        runs = gr.Dropdown(choices=names, value=selected if selected in names else (names[0] if names else None))
+        if not selected or selected != snap.run or selected not in names:
+            return runs, gr.skip(), gr.skip(), {"job": key}
+        choices = eval_view.checkpoint_choices(self.studio.run(selected))
+        return (runs, gr.Dropdown(choices=choices, value=[p for p in picked or [] if p in choices], multiselect=True),
+                gr.Dropdown(choices=choices, value=batch_pick if batch_pick in choices else choices[-1]),
+                {"job": key})
+
+    def pick_run(self, name: str | None) -> tuple[Any, ...]:
+        """The run's sample prompts and settings as the grid's defaults, its checkpoints and its grids."""
+        if not name:
+            empty = gr.Dropdown(choices=[], value=None)
+            return ("", gr.Dropdown(choices=[], value=[], multiselect=True), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                    empty, empty, "", *self._shown(None))
+        run = self.studio.run(name)
+        config = run.config()
+        choices = eval_view.checkpoint_choices(run)
+        picked = [choices[-1]] if choices else []
+        size = config.data.resolution
+        return ("\n".join(config.sample.prompts), gr.Dropdown(choices=choices, value=picked, multiselect=True),
+                config.sample.inference_steps, config.sample.guidance_scale, size, size, config.sample.negative_prompt,
+                gr.Dropdown(choices=list_grids(run), value=None),
+                gr.Dropdown(choices=choices, value=picked[0] if picked else None),
+                "\n".join(config.sample.prompts), *self._shown(None))
+
+    # --- grids -----------------------------------------------------------------------------------
+    def make_grid(self, run_name: str, prompts: str, seeds: str, checkpoints: list[str] | None, prompt_only: bool,
+                  scales: str, inference_steps: float, guidance: float, width: float, height: float,
+                  negative_prompt: str, grid_name: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Render the grid (rows prompt × seed, columns prompt only + checkpoint × scale) and show it."""
+        run = self.studio.run(run_name)
+        try:
+            columns = self.plan(run, checkpoints or [], parse_scales(scales), prompt_only)
+            spec = grid_spec(run, self.prompts(prompts), parse_seeds(seeds), columns,
+                             **sampler_settings(inference_steps, guidance, width, height, negative_prompt))
+            grid = make_grid(run, spec, cache=self.cache(), name=(grid_name or "").strip() or None,
+                             progress=lambda done, total: progress((done, total), desc="Rendering the grid",
+                                                                   unit="images"))
+        except AcceleratorBusy as err:
+            gr.Warning(str(err))
+            return (*[gr.skip()] * (1 + SHOWN_OUTPUTS), live.notice(f"⚠️ {err}"))
+        except USER_ERRORS as err:
+            raise gr.Error(str(err), title="Cannot make the grid") from None
+        return (gr.Dropdown(choices=list_grids(run), value=grid.name), *self._shown(grid),
+                live.notice(f"Made grid **{grid.name}** of **{run.name}** ({len(grid.images)} images)."))
+
+    def plan(self, run: RunFolder, picked: list[str], scales: list[float], prompt_only: bool) -> list[Column]:
+        """Prompt only first, then each picked checkpoint (ascending, final last) at each scale."""
+        try:
+            steps = sorted({int(p) for p in picked if p != FINAL})
+        except ValueError:
+            raise ValueError(f"checkpoints must be steps or {FINAL!r}, got {picked}") from None
+        if FINAL in picked and not run.final_lora.is_file():
+            raise ValueError(f"run {run.name} has no final LoRA ({run.final_lora.name}) yet: pick a checkpoint")
+        columns = [Column(None, 0.0, None, PROMPT_ONLY)] if prompt_only else []
+        for group in ([steps] if steps else []) + ([FINAL] if FINAL in picked else []):
+            columns += plan_columns(run, group, scales, prompt_only=False)
+        if not columns:
+            raise ValueError("the grid has no columns: tick prompt only or pick at least one checkpoint")
+        return columns
+
+    def prompts(self, text: str) -> list[str]:
+        prompts = eval_view.prompt_lines(text)
+        if not prompts:
+            raise ValueError("Prompts is empty: give at least one prompt, one per line ({trigger} is the trigger word)")
+        return prompts
+
+    def open_grid(self, run_name: str, grid_name: str | None) -> tuple[Any, ...]:
+        """Show an earlier grid of the run from disk."""
+        if not grid_name:
+            return self._shown(None)
+        try:
+            return self._shown(load_grid(self.studio.run(run_name), grid_name))
+        except (ValueError, FileNotFoundError) as err:
+            raise gr.Error(str(err), title="Cannot open the grid") from None
+
+    def _shown(self, grid: Grid | None) -> tuple[Any, ...]:
+        """The SHOWN_OUTPUTS of a grid, or cleared ones for None."""
+        if grid is None:
+            none = gr.Dropdown(choices=[], value=None)
+            return ("", gr.Gallery(value=None), none, none, gr.ImageSlider(value=None, label="Before / after"),
+                    None, gr.DownloadButton(value=None, visible=False))
+        manifest = grid.manifest
+        rows, columns = eval_view.row_choices(manifest), eval_view.column_choices(manifest)
+        row, column = rows[0][1], (columns[0][1] if columns else None)
+        pair, label = eval_view.slider_pair(grid.folder, manifest, row, column)
+        return (eval_view.grid_summary(grid.folder, self.studio.roots.outputs, manifest),
+                gr.Gallery(value=eval_view.gallery_items(grid.folder, grid.images), columns=len(manifest["columns"])),
+                gr.Dropdown(choices=rows, value=row), gr.Dropdown(choices=columns, value=column),
+                gr.ImageSlider(value=pair, label=label), str(grid.grid_png),
+                gr.DownloadButton(value=str(grid.grid_png), visible=True))
+
+    def show_slider(self, run_name: str, grid_name: str, row: Any, column: Any) -> Any:
+        """Prompt only (left) against the picked column (right) for the picked row."""
+        if not grid_name or row is None or column is None:
+            return gr.ImageSlider(value=None, label="Before / after")
+        try:
+            grid = load_grid(self.studio.run(run_name), grid_name)
+        except (ValueError, FileNotFoundError) as err:
+            raise gr.Error(str(err), title="Cannot open the grid") from None
+        pair, label = eval_view.slider_pair(grid.folder, grid.manifest, row, column)
+        return gr.ImageSlider(value=pair, label=label)
+
+    def send_to_score(self, run_name: str, grid_name: str | None) -> tuple[Any, Any, Any]:
+        """Pick this run and grid in the Score tab and go there."""
+        run = self.studio.run(run_name)
+        grids = list_grids(run)
+        if grid_name not in grids:
+            raise gr.Error(f"make a grid of {run.name} first, or pick one under Earlier grids", title="No grid")
+        return (gr.Dropdown(choices=eval_view.runs_with_grids(self.studio.roots.outputs), value=run.name),
+                gr.Dropdown(choices=grids, value=grid_name), gr.Tabs(selected="score"))
+
+    # --- batches ---------------------------------------------------------------------------------
+    def generate_batch(self, run_name: str, prompts: str, prompts_file: str | None, count: float | None,
+                       checkpoint: str, scale: float | None, seed: float | None, batch_name: str,
+                       inference_steps: float | None, guidance: float | None, width: float | None,
+                       height: float | None, negative_prompt: str,
+                       progress: gr.Progress = gr.Progress()) -> tuple[Any, str, str]:
+        """N images from a prompt list with one checkpoint and the Advanced sampler settings, into
+        outputs/<run>/generated/<name>; running the same name again continues where it stopped."""
+        from studio.eval.generate import generate_batch, generated_dir  # imports diffusers: only when generating
+
+        run = self.studio.run(run_name)
+        self._stop_batch.clear()
+        try:
+            lines = self.prompts(Path(prompts_file).read_text(encoding="utf-8") if prompts_file else prompts)
+            step = self.batch_step(run, checkpoint)
+            total = eval_view.number(count, int, "Images")
+            out_dir = generated_dir(run, batch_name or "")
+            result = generate_batch(run, lines, total, out_dir, cache=self.cache(), step=step,
+                                    scale=eval_view.number(scale, float, "Scale"),
+                                    seed=eval_view.number(seed, int, "First seed"),
+                                    should_stop=self._stop_batch.is_set,
+                                    progress=lambda done, of: progress((done, of), desc="Generating", unit="images"),
+                                    **sampler_settings(inference_steps, guidance, width, height, negative_prompt))
+        except AcceleratorBusy as err:
+            gr.Warning(str(err))
+            return gr.skip(), gr.skip(), live.notice(f"⚠️ {err}")
+        except USER_ERRORS as err:  # UnicodeDecodeError (a prompt list that is not text) is a ValueError
+            raise gr.Error(str(err), title="Cannot generate") from None
+        done = result.written + result.skipped
+        stopped = " Stopped early: run it again with the same name to continue." if done < total else ""
+        where = result.out_dir.relative_to(self.studio.roots.outputs)
+        status = (f"Wrote {result.written} images, skipped {result.skipped} already written ({done} of {total})"
+                  f" in `{where}`.{stopped} Manifest: `{result.manifest.relative_to(self.studio.roots.outputs)}`")
+        files = sorted(result.out_dir.glob("*.png"))[-BATCH_PREVIEW:]
+        return [str(f) for f in files], status, live.notice(f"Batch **{where.name}**: {result.written} new images.")
+
+    def batch_step(self, run: RunFolder, checkpoint: str | None) -> int | None:
+        """The step of the picked checkpoint; None for the final LoRA."""
+        choices = eval_view.checkpoint_choices(run)
+        if checkpoint not in choices:
+            raise ValueError(f"pick a checkpoint of {run.name}: {', '.join(choices) or 'none has a LoRA file yet'}")
+        return None if checkpoint == FINAL else int(checkpoint)
+
+    def stop_batch(self) -> str:
+        self._stop_batch.set()
+        return live.notice("Stopping the batch after the image being generated.")
+
+
+def sampler_settings(inference_steps: float | None, guidance: float | None, width: float | None,
+                     height: float | None, negative_prompt: str | None) -> dict[str, Any]:
+    """The Advanced fields as grid_spec / generate_batch keywords."""
+    return dict(inference_steps=eval_view.number(inference_steps, int, "Inference steps"),
+                guidance=eval_view.number(guidance, float, "Guidance"),
+                size=(eval_view.number(width, int, "Width"), eval_view.number(height, int, "Height")),
+                negative_prompt=negative_prompt or "")
+
+
+def build(studio: Studio, tab: gr.Tab) -> None:
+    handlers = CompareHandlers(studio)
+
+    # 1. Components: the grid's settings; the result (gallery, slider, grid.png); the batch panel.
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=360):
+            run_pick = gr.Dropdown(handlers.run_names(), value=None, label="Run", allow_custom_value=True,
+                                   info="Runs with a LoRA file (a checkpoint or the final one).")
+            prompts = gr.Textbox(label="Prompts", lines=3, info="One per line; {trigger} is the run's trigger word.")
+            with gr.Row():
+                seeds = gr.Textbox("1,2", label="Seeds", info="A row per prompt × seed.", min_width=100)
+                scales = gr.Textbox("1", label="LoRA scales", info="e.g. 0.5,1", min_width=100)
+            with gr.Row(equal_height=True):
+                checkpoints = gr.Dropdown([], value=[], multiselect=True, label="Checkpoints", scale=3, elem_id="compare-checkpoints",
+                                          info="A column per checkpoint × scale.")
+                prompt_only = gr.Checkbox(True, label="Prompt only", scale=1, min_width=110,
+                                          info="A column without the LoRA.")
+            with gr.Accordion("Advanced", open=False):
+                with gr.Row():
+                    inference_steps = gr.Number(25, label="Inference steps", precision=0, minimum=1, maximum=200)
+                    guidance = gr.Number(7.0, label="Guidance", minimum=0, maximum=30)
+                with gr.Row():
+                    width = gr.Number(512, label="Width", precision=0, minimum=64, step=8)
+                    height = gr.Number(512, label="Height", precision=0, minimum=64, step=8)
+                negative = gr.Textbox(label="Negative prompt")
+            grid_name = gr.Textbox(label="Grid name", placeholder="grid-YYYYMMDD-HHMMSS",
+                                   info="Optional: a new name; empty gives a dated one.")
+            make = gr.Button("Make grid", variant="primary")
+            with gr.Row(equal_height=True):
+                grids = gr.Dropdown([], value=None, label="Earlier grids", allow_custom_value=True, scale=3,
+                                    info="Grids of this run, newest first.")
+                send = gr.Button("Send to Score", scale=1, min_width=120)
+        with gr.Column(scale=5, min_width=480):
+            summary = gr.Markdown(elem_id="grid-summary")
+            gallery = gr.Gallery(label="Grid images", elem_id="grid-gallery", columns=2, height=360,
+                                 object_fit="contain", allow_preview=True)
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    with gr.Row():
+                        slider_row = gr.Dropdown([], label="Row", info="Prompt and seed.", min_width=160)
+                        slider_col = gr.Dropdown([], label="Column", info="Against prompt only.", min_width=140)
+                    slider = gr.ImageSlider(label="Before / after", type="filepath", elem_id="grid-slider",
+                                            max_height=360, interactive=False)
+                with gr.Column(scale=2):
+                    grid_image = gr.Image(label="Labelled grid", type="filepath", interactive=False, height=300,
+                                          buttons=["fullscreen"])
+                    download = gr.DownloadButton("Download grid.png", visible=False)
+    with gr.Accordion("Batch generation", open=False):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=360):
+                batch_prompts = gr.Textbox(label="Batch prompts", lines=3, info="One per line, or upload a .txt.")
+                batch_file = gr.File(label="Prompt list (.txt)", file_types=[".txt"], type="filepath")
+                with gr.Row():
+                    count = gr.Number(8, label="Images", precision=0, minimum=1)
+                    batch_ckpt = gr.Dropdown([], label="Checkpoint", min_width=100)
+                    batch_scale = gr.Number(1.0, label="Scale", minimum=0, step=0.1)
+                    batch_seed = gr.Number(0, label="First seed", precision=0)
+                batch_name = gr.Textbox("batch", label="Batch name",
+                                        info="Into outputs/<run>/generated/<name>; the same name continues a batch. "
+                                             "Sampler settings: the grid's Advanced ones.")
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary")
+                    stop = gr.Button("Stop", variant="stop")
+            with gr.Column(scale=3, min_width=420):
+                batch_status = gr.Markdown(elem_id="batch-status")
+                batch_gallery = gr.Gallery(label="Latest batch images", columns=4, height=240, object_fit="contain")
+
+    # 2. Events. The run list follows the studio's job; picking a run fills in its defaults.
+    seen = gr.State({})
+    shown = [summary, gallery, slider_row, slider_col, slider, grid_image, download]
+    studio.timer.tick(handlers.follow_job, [run_pick, checkpoints, batch_ckpt, seen],
+                      [run_pick, checkpoints, batch_ckpt, seen], api_name="follow_job_compare",
+                      concurrency_limit=None, show_progress="hidden")
+    tab.select(handlers.list_runs, run_pick, run_pick, api_name="list_lora_runs")
+    run_pick.change(handlers.pick_run, run_pick,
+                    [prompts, checkpoints, inference_steps, guidance, width, height, negative, grids, batch_ckpt,
+                     batch_prompts, *shown], api_name="pick_compare_run")
+    make.click(handlers.make_grid, [run_pick, prompts, seeds, checkpoints, prompt_only, scales, inference_steps,
+                                    guidance, width, height, negative, grid_name], [grids, *shown, studio.notice],
+               api_name="make_grid")
+    grids.input(handlers.open_grid, [run_pick, grids], shown, api_name="open_grid")
+    gr.on([slider_row.input, slider_col.input], handlers.show_slider, [run_pick, grids, slider_row, slider_col],
+          slider, api_name="show_slider")
+    generate.click(handlers.generate_batch, [run_pick, batch_prompts, batch_file, count, batch_ckpt, batch_scale,
+                                             batch_seed, batch_name, inference_steps, guidance, width, height,
+                                             negative], [batch_gallery, batch_status, studio.notice],
+                   api_name="generate_batch")
+    stop.click(handlers.stop_batch, None, studio.notice, api_name="stop_batch", concurrency_limit=None)
+    studio.parts["compare.send"] = dict(button=send, fn=handlers.send_to_score, inputs=[run_pick, grids])
+
+
+def connect(studio: Studio) -> None:
+    """Send to Score: pick the grid in the Score tab, switch to it and show the grid's saved scores."""
+    send = studio.parts["compare.send"]
+    send["button"].click(send["fn"], send["inputs"], [studio.parts["score.run"], studio.parts["score.grid"],
+                                                      studio.tabs], api_name="send_to_score").success(
+        **studio.parts["score.show"])

@@ -1,0 +1,211 @@
+"""Dataset tab: open a dataset (or the demo, or make one from uploaded photos or a zip), caption
+it by hand, in bulk or with a captioner, read its report and caption lint, save, and send it to
+the Train tab.
+
+The handlers live in `dataset_handlers.py`, what the tab draws (gallery pages, report tables) in
+`dataset_view.py`; this module lays the components out and wires the events. Editing handlers run
+one at a time (one concurrency group), so a caption box's blur is applied before the click that
+caused it is answered.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import gradio as gr
+
+from studio.data.captioners import CAPTIONERS, DEFAULT_MODELS
+from studio.data.upload import MAX_BYTES, MAX_FILES
+from studio.ui import dataset_view as view
+from studio.ui.dataset_handlers import SEPARATORS, DatasetHandlers
+
+if TYPE_CHECKING:
+    from studio.ui.app import Studio
+
+TITLE, TAB_ID = "Dataset", "dataset"
+UPLOAD_TYPES = ["image", ".zip", ".txt", ".json", ".jsonl"]
+
+
+def build(studio: Studio, tab: gr.Tab) -> None:
+    handlers = DatasetHandlers(studio)
+    first = next(iter(CAPTIONERS))
+
+    # 1. Components. Top: pick, open, create; left: the gallery; right: the selected image and
+    #    the edits; below: auto-captioning and the report.
+    with gr.Row(equal_height=True):
+        picker = gr.Dropdown(studio.roots.dataset_folders(), value=None, label="Dataset", scale=4,
+                             allow_custom_value=True,
+                             info=f"A folder in the datasets root ({studio.roots.datasets.name}/).")
+        open_button = gr.Button("Open", variant="primary", scale=0, min_width=90)
+        demo_button = gr.Button("Open the demo", scale=0, min_width=140)
+        refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90, elem_classes="refresh")
+    with gr.Accordion("New dataset from photos", open=False):
+        with gr.Row(equal_height=True):
+            new_name = gr.Textbox(label="New dataset name", placeholder="e.g. my-shoes", scale=2,
+                                  info="A folder in the datasets root: letters, digits, '.', '_' or '-'.")
+            uploads = gr.File(label="Images, caption files or a zip", file_count="multiple", file_types=UPLOAD_TYPES,
+                              type="filepath", scale=3)
+        with gr.Row():
+            create_button = gr.Button("Create dataset", variant="primary")
+            add_button = gr.Button("Add to the open dataset")
+        gr.Markdown(f"Zips are unpacked safely: no paths outside the folder, no `__MACOSX`, at most "
+                    f"{MAX_FILES:,} files and {MAX_BYTES // 1024**3} GiB. Existing files are never replaced.",
+                    elem_classes="notice")
+    status = gr.Markdown(view.status_markdown(None), elem_id="dataset-status")
+    with gr.Row():
+        with gr.Column(scale=3, min_width=480):
+            with gr.Row(equal_height=True):
+                query = gr.Textbox(label="Search captions", placeholder="words in a caption or file name", scale=3)
+                problems_only = gr.Checkbox(label="Only problems", scale=1,
+                                            info="No caption, or flagged by the caption lint.")
+            gallery = gr.Gallery(label="Images", elem_id="dataset-gallery", columns=6, height=560,
+                                 object_fit="contain", allow_preview=False, show_label=True)
+            with gr.Row(equal_height=True):
+                previous = gr.Button("◀ Previous page", size="sm", min_width=120)
+                page_line = gr.Markdown(elem_id="dataset-page")
+                following = gr.Button("Next page ▶", size="sm", min_width=120)
+        with gr.Column(scale=2, min_width=380):
+            preview = gr.Image(label="Selected image", type="filepath", interactive=False, height=256,
+                               buttons=[])
+            caption = gr.Textbox(label="Caption", lines=3, max_lines=8, elem_id="dataset-caption",
+                                 placeholder="Click an image, then type its caption")
+            info = gr.Markdown("Click an image to edit its caption.", elem_classes="notice")
+            apply_button = gr.Button("Apply caption", size="sm")
+            with gr.Row(equal_height=True):
+                trigger = gr.Textbox(label="Trigger word", placeholder="e.g. ohwx",
+                                     info="The rare token that names your subject.")
+                class_phrase = gr.Textbox(label="Class phrase", placeholder="e.g. toy robot",
+                                          info="What the subject is, in plain words.")
+            with gr.Accordion("Bulk edits", open=True):
+                trigger_button = gr.Button("Add trigger word", size="sm")
+                with gr.Row(equal_height=True):
+                    affix = gr.Textbox(label="Prefix / suffix text", scale=3)
+                    separator = gr.Radio(list(SEPARATORS), value="comma", label="Joined with", scale=2)
+                with gr.Row():
+                    prefix_button = gr.Button("Add prefix", size="sm")
+                    suffix_button = gr.Button("Add suffix", size="sm")
+                with gr.Row(equal_height=True):
+                    find = gr.Textbox(label="Find")
+                    replacement = gr.Textbox(label="Replace with")
+                with gr.Row(equal_height=True):
+                    ignore_case = gr.Checkbox(label="Ignore case")
+                    replace_button = gr.Button("Replace", size="sm")
+                with gr.Row(equal_height=True):
+                    tag = gr.Textbox(label="Tag to remove", scale=3, info="One comma-separated tag, any case.")
+                    remove_button = gr.Button("Remove tag", size="sm", scale=1)
+                lower_button = gr.Button("Lower-case (keeps the trigger word)", size="sm")
+            with gr.Row():
+                undo_button = gr.Button("Undo last bulk edit", size="sm")
+                revert_button = gr.Button("Revert unsaved changes", size="sm")
+            with gr.Accordion("Import captions.json", open=False):
+                imports = gr.File(label="captions.json (+ ids.txt)", file_count="multiple",
+                                  file_types=[".json", ".txt"], type="filepath")
+                import_button = gr.Button("Import captions.json", size="sm")
+            save_button = gr.Button("Save captions", variant="primary")
+            send_button = gr.Button("Use for training")
+    with gr.Accordion("Auto-caption", open=False):
+        with gr.Row(equal_height=True):
+            captioner = gr.Dropdown([(f"{name}: {text}", name) for name, text in CAPTIONERS.items()],
+                                    value=first, label="Captioner")
+            model = gr.Dropdown(handlers.model_choices(first), value=DEFAULT_MODELS.get(first),
+                                label="Captioner model", allow_custom_value=True, visible=first != "template",
+                                info="A Hub id, a folder in models/captioners, or tiny-random.")
+            description = gr.Textbox(label="Description", placeholder="e.g. on a plain background",
+                                     visible=first == "template",
+                                     info="Template captioner: words added after the class phrase.")
+        with gr.Row(equal_height=True):
+            overwrite = gr.Checkbox(label="Overwrite existing captions", value=False)
+            prefix_trigger = gr.Checkbox(label="Start each caption with the trigger word", value=True)
+            max_length = gr.Number(77, label="Max length (tokens)", precision=0, minimum=8, maximum=512,
+                                   visible=first != "template")
+            caption_button = gr.Button("Run auto-caption", variant="primary")
+        gr.Markdown("Captions go into the editor as one bulk edit: review them, Undo if needed, then Save. "
+                    "Model captioners use the accelerator and wait for no one: while training runs they refuse.",
+                    elem_classes="notice")
+    with gr.Accordion("Dataset report", open=True):
+        with gr.Row(equal_height=True):
+            resolution = gr.Number(view.DEFAULT_RESOLUTION, label="Training resolution", precision=0, minimum=64,
+                                   maximum=4096, scale=0, min_width=160, info="For the aspect buckets.")
+            report_button = gr.Button("Refresh report", size="sm", scale=0, min_width=140)
+        report = gr.Markdown(elem_id="dataset-report")
+        with gr.Tabs():
+            with gr.Tab("Caption lint"):
+                lint = gr.Dataframe(view.lint_table(None), label="Caption lint", interactive=False, wrap=True)
+            with gr.Tab("Skipped files"):
+                skipped = gr.Dataframe(view.skipped_table(None), label="Skipped files", interactive=False)
+            with gr.Tab("Buckets and sizes"):
+                with gr.Row():
+                    buckets = gr.Dataframe(view.buckets_table(None), label="Aspect buckets", interactive=False)
+                    sizes = gr.Dataframe(view.sizes_table(None), label="Image sizes", interactive=False)
+            with gr.Tab("Caption lengths"):
+                lengths = gr.Dataframe(view.captions_table(None), label="Caption lengths", interactive=False,
+                                       wrap=True, max_height=400)
+            with gr.Tab("Duplicates"):
+                duplicates = gr.Dataframe(view.duplicates_table(None), label="Duplicates", interactive=False)
+            with gr.Tab("Missing captions"):
+                missing = gr.Dataframe(view.missing_table(None), label="Missing captions", interactive=False)
+    state = gr.State(None)
+
+    # 2. Events. Every editing handler takes the session, the caption box (applied first), the
+    #    trigger word and the resolution, and redraws the same outputs.
+    # One at a time: handlers share the session object, and a caption box's blur must be applied
+    # before the click that caused it (Save, a bulk edit) renders.
+    serial = dict(concurrency_id="dataset", concurrency_limit=1)
+    view_outputs = [studio.notice, state, status, gallery, page_line, preview, caption, info, report,
+                    lint, skipped, buckets, sizes, lengths, duplicates, missing]
+    context = [state, caption, trigger, resolution]
+    page_outputs = [state, gallery, page_line]
+
+    gr.on([tab.select, refresh.click], handlers.list_datasets, picker, picker, api_name="list_datasets",
+          show_progress="hidden")
+    studio.app.load(handlers.list_datasets, picker, picker, api_visibility="private", show_progress="hidden")
+    opened = [*view_outputs, trigger, class_phrase]
+    open_button.click(handlers.open_dataset, [state, picker, resolution], opened, api_name="open_dataset", **serial)
+    demo_button.click(handlers.open_demo, [state, resolution], [picker, *opened], api_name="open_demo", **serial)
+    create_button.click(handlers.create_dataset, [state, new_name, uploads, resolution], [picker, *opened],
+                        api_name="create_dataset", **serial)
+    add_button.click(handlers.add_to_dataset, [state, uploads, trigger, resolution], view_outputs,
+                     api_name="add_to_dataset", **serial)
+
+    quiet = dict(show_progress="hidden", **serial)
+    gr.on([query.submit, problems_only.input], handlers.filter_gallery, [state, query, problems_only], page_outputs,
+          api_name="filter_gallery", **quiet)
+    previous.click(handlers.previous_page, state, page_outputs, api_name="previous_page", **quiet)
+    following.click(handlers.next_page, state, page_outputs, api_name="next_page", **quiet)
+    gallery.select(handlers.select_image, context, view_outputs, api_name="select_image", **quiet)
+    gr.on([apply_button.click, caption.blur], handlers.apply_caption, context, view_outputs, api_name="apply_caption",
+          **quiet)
+    gr.on([trigger.submit, trigger.blur, resolution.submit, report_button.click], handlers.refresh_report, context,
+          view_outputs, api_name="refresh_report", **quiet)
+
+    edits = {trigger_button: (handlers.add_trigger, [], "add_trigger"),
+             prefix_button: (handlers.add_prefix, [affix, separator], "add_prefix"),
+             suffix_button: (handlers.add_suffix, [affix, separator], "add_suffix"),
+             replace_button: (handlers.replace_text, [find, replacement, ignore_case], "replace_text"),
+             remove_button: (handlers.remove_tag, [tag], "remove_tag"),
+             lower_button: (handlers.lowercase, [], "lowercase"),
+             undo_button: (handlers.undo, [], "undo_bulk_edit"),
+             revert_button: (handlers.revert, [], "revert_unsaved"),
+             save_button: (handlers.save, [], "save_captions"),
+             import_button: (handlers.import_captions, [imports], "import_captions")}
+    for button, (fn, extra, api_name) in edits.items():
+        button.click(fn, [*context, *extra], view_outputs, api_name=api_name, **serial)
+
+    captioner.change(handlers.pick_captioner, captioner, [model, description, max_length], api_name="pick_captioner")
+    caption_button.click(handlers.auto_caption, [*context, class_phrase, captioner, model, description, overwrite,
+                                                 prefix_trigger, max_length],
+                         view_outputs, api_name="auto_caption", **serial)
+
+    # "Use for training" fills the Train tab's fields: wired in connect(), once that tab exists.
+    studio.parts["dataset.send"] = dict(button=send_button, handler=handlers.send_to_train,
+                                        inputs=[state, caption, trigger, class_phrase])
+
+
+def connect(studio: Studio) -> None:
+    """Wire "Use for training" to the Train tab's data fields, then let it re-resolve its config."""
+    send = studio.parts["dataset.send"]
+    fields = studio.parts["train.fields"]
+    outputs = [studio.notice, fields["data.dir"], fields["data.trigger_word"], fields["data.class_phrase"],
+               studio.tabs]
+    send["button"].click(send["handler"], send["inputs"], outputs, api_name="send_to_train",
+                         concurrency_id="dataset").success(**studio.parts["train.resolve"])

@@ -1,0 +1,287 @@
+"""What the Dataset tab shows: one browser session's open dataset, its gallery pages of
+thumbnails, the selected image, and the dataset report as tables.
+
+Dataset images live in the datasets root, which the studio never serves. The gallery shows JPEG
+thumbnails made once into the workspace (inside the outputs root), named by a hash of the image's
+path, size and modification time, so an edited image gets a new one and a big dataset costs one
+page of thumbnails at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import html
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from studio.data.dataset import DatasetScan, ImageItem
+from studio.data.editing import CaptionEditor
+from studio.data.images import ImageSkip, load_image
+from studio.data.lint import CLIP_MAX_TOKENS, caption_token_counts
+from studio.data.report import build_report
+
+PAGE_SIZE = 48
+THUMB_SIZE = 256
+PREVIEW_SIZE = 512
+NO_CAPTION = "(no caption)"
+DEFAULT_RESOLUTION = 512
+
+LINT_COLUMNS = ["severity", "finding", "files"]
+SKIPPED_COLUMNS = ["file", "reason"]
+BUCKET_COLUMNS = ["bucket (w×h)", "images"]
+SIZE_COLUMNS = ["size (w×h)", "images"]
+CAPTION_COLUMNS = ["file", "CLIP tokens", "over 77", "caption"]
+DUPLICATE_COLUMNS = ["group", "files"]
+MISSING_COLUMNS = ["file"]
+
+
+@dataclass
+class DatasetSession:
+    """The dataset one browser tab has open (kept in a `gr.State`)."""
+
+    name: str
+    """Folder relative to the datasets root: what the Train tab's data.dir takes."""
+    scan: DatasetScan
+    editor: CaptionEditor
+    query: str = ""
+    problems_only: bool = False
+    page: int = 0
+    selected: str | None = None
+    page_rels: list[str] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.scan.folder
+
+    @property
+    def items(self) -> dict[str, ImageItem]:
+        return {item.rel: item for item in self.scan.items}
+
+    def current_scan(self) -> DatasetScan:
+        """The scan with the editor's captions in place of the ones read at open (unsaved edits
+        included): what training would see after Save."""
+        items = []
+        for item in self.scan.items:
+            text = self.editor.captions[item.rel]
+            source = item.caption_source if text == self.editor.saved[item.rel] else "txt"
+            items.append(dataclasses.replace(item, caption=text or None, caption_source=source if text else None))
+        return DatasetScan(folder=self.scan.folder, items=items, skipped=self.scan.skipped,
+                           warnings=self.scan.warnings)
+
+    def mark_saved(self, shadowed: dict[str, tuple[str, str]]) -> None:
+        """After a save: every caption now comes from its sidecar (or, when emptied, from whatever
+        lower-precedence file still gives one), as a fresh scan would find."""
+        items = []
+        for item in self.scan.items:
+            text = self.editor.captions[item.rel]
+            source, text = ("txt", text) if text else shadowed.get(item.rel, (None, None))
+            if source is not None and source != "txt":
+                self.editor.captions[item.rel] = self.editor.saved[item.rel] = text
+            items.append(dataclasses.replace(item, caption=text or None, caption_source=source))
+        self.scan.items = items
+
+    def refresh_report(self, trigger: str, resolution: int) -> dict[str, Any]:
+        self.report = build_report(self.current_scan(), resolution=resolution, trigger_word=trigger or "")
+        return self.report
+
+    def flagged(self) -> set[str]:
+        """Images with a problem: no caption, or named by a lint finding."""
+        flagged = {rel for rel, text in self.editor.captions.items() if not text}
+        for finding in (self.report or {}).get("lint", []):
+            flagged.update(finding["files"])
+        return flagged
+
+    def visible_rels(self) -> list[str]:
+        """Images that pass the caption search and the "only problems" filter, in folder order."""
+        query = self.query.strip().lower()
+        flagged = self.flagged() if self.problems_only else set()
+        return [rel for rel, text in self.editor.captions.items()
+                if (not query or query in text.lower() or query in rel.lower())
+                and (not self.problems_only or rel in flagged)]
+
+    def page_count(self, visible: list[str]) -> int:
+        return max(1, math.ceil(len(visible) / PAGE_SIZE))
+
+
+# --- thumbnails --------------------------------------------------------------------------------
+
+def thumbnail(image: Path, thumbs_dir: Path, size: int = THUMB_SIZE) -> Path | None:
+    """A JPEG of `image` at most `size` px on its long side, made once; None if it can't be read."""
+    stat = image.stat()
+    key = hashlib.sha1(f"{image.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{size}".encode()).hexdigest()
+    path = thumbs_dir / f"{key[:24]}.jpg"
+    if path.exists():
+        return path
+    try:
+        picture = load_image(image)
+    except ImageSkip:
+        return None
+    picture.thumbnail((size, size))
+    thumbs_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=thumbs_dir, prefix=".thumb-", suffix=".jpg")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            picture.save(out, format="JPEG", quality=85)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def gallery_page(session: DatasetSession, thumbs_dir: Path) -> tuple[list[tuple[str, str]], str]:
+    """The current page's (thumbnail, caption) pairs and the "page i of n" line; remembers which
+    image each gallery slot holds so a click can be mapped back to it."""
+    visible = session.visible_rels()
+    pages = session.page_count(visible)
+    session.page = min(max(session.page, 0), pages - 1)
+    start = session.page * PAGE_SIZE
+    rels = visible[start:start + PAGE_SIZE]
+    items, shown = [], []
+    for rel in rels:
+        thumb = thumbnail(session.folder / rel, thumbs_dir)
+        if thumb is not None:
+            items.append((str(thumb), session.editor.captions[rel] or f"{NO_CAPTION} · {rel}"))
+            shown.append(rel)
+    session.page_rels = shown
+    total = len(session.editor.captions)
+    what = f"{len(visible)} of {total} images" if len(visible) != total else f"{total} images"
+    line = (f"Page {session.page + 1} of {pages} · {what}" if visible
+            else f"No image matches the filter ({total} images in the dataset)")
+    return items, line
+
+
+# --- the whole view ------------------------------------------------------------------------------
+
+def render_view(session: DatasetSession | None, thumbs_dir: Path, trigger: str, resolution: int, *,
+                changed: bool = True) -> tuple[Any, ...]:
+    """(state, status, gallery, page line, preview, caption, image info, report, *tables).
+
+    With `changed=False` (no caption changed) the gallery, report and tables are left as they are
+    in the page (`gr.skip()`), which keeps a click on a thumbnail cheap in a big dataset."""
+    if session is None:
+        return (None, status_markdown(None), [], "", None, "", "", "", *report_tables(None))
+    if changed or session.report is None:
+        session.refresh_report(trigger, resolution)
+    selection = selected_image(session, thumbs_dir)
+    if not changed:
+        return (session, status_markdown(session), gr.skip(), gr.skip(), *selection,
+                *[gr.skip()] * 8)  # the report and its 7 tables
+    items, page_line = gallery_page(session, thumbs_dir)
+    return (session, status_markdown(session), items, page_line, *selection, report_markdown(session.report),
+            *report_tables(session))
+
+
+def selected_image(session: DatasetSession, thumbs_dir: Path) -> tuple[str | None, str, str]:
+    """(preview thumbnail, caption, info line) of the selected image."""
+    rel = session.selected
+    if rel is None:
+        return None, "", "Click an image to edit its caption."
+    preview = thumbnail(session.folder / rel, thumbs_dir, PREVIEW_SIZE)
+    return (str(preview) if preview else None), session.editor.captions[rel], image_info(session, rel)
+
+
+def report_tables(session: DatasetSession | None) -> tuple[pd.DataFrame, ...]:
+    """Lint, skipped files, buckets, sizes, caption lengths, duplicates, missing captions."""
+    report = session.report if session else None
+    return (lint_table(report), skipped_table(report), buckets_table(report), sizes_table(report),
+            captions_table(session), duplicates_table(report), missing_table(report))
+
+
+# --- text --------------------------------------------------------------------------------------
+
+def status_markdown(session: DatasetSession | None) -> str:
+    if session is None:
+        return "No dataset open. Pick one and press **Open**, open the demo, or create one from your photos."
+    unsaved = len(session.editor.unsaved())
+    counts = session.report["counts"] if session.report else None
+    parts = [f"**{html.escape(session.name)}**"]
+    if counts:
+        parts.append(f"{counts['usable']} usable images, {counts['captioned']} captioned, {counts['skipped']} skipped")
+    parts.append(f"**{unsaved} unsaved caption changes**" if unsaved else "all changes saved")
+    if session.editor.last_bulk_edit:
+        parts.append(f"undo: {session.editor.last_bulk_edit}")
+    return " · ".join(parts)
+
+
+def image_info(session: DatasetSession, rel: str) -> str:
+    item = session.items[rel]
+    text = session.editor.captions[rel]
+    tokens = caption_token_counts([text])[0] if text else 0
+    over = f" (over {CLIP_MAX_TOKENS}: the rest is cut off)" if tokens > CLIP_MAX_TOKENS else ""
+    source = "unsaved edit" if text != session.editor.saved[rel] else (item.caption_source or "none")
+    return (f"`{rel}` · {item.width}×{item.height} px · {tokens} CLIP tokens{over} · caption from {source}")
+
+
+def report_markdown(report: dict[str, Any] | None) -> str:
+    if report is None:
+        return ""
+    counts = report["counts"]
+    lines = [f"**{counts['found']} image files**: {counts['usable']} usable, {counts['skipped']} skipped; "
+             f"{counts['captioned']} of {counts['usable']} captioned. Buckets at {report['resolution']} px."]
+    if report["caption_tokens"]:
+        t = report["caption_tokens"]
+        lines.append(f"Caption length in CLIP tokens: min {t['min']}, mean {t['mean']}, max {t['max']} "
+                     f"(limit {t['limit']}).")
+    items = [f"- {html.escape(w)}" for w in report["warnings"]]
+    items += [f"- **{html.escape(p)}**" for p in report["problems"]]
+    verdict = "Ready to train." if report["ok"] else "**Not ready to train**: fix the problems above."
+    return "\n\n".join([" ".join(lines), "\n".join(items), verdict] if items else [" ".join(lines), verdict])
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+def _names(files: list[str], limit: int = 12) -> str:
+    more = f", … and {len(files) - limit} more" if len(files) > limit else ""
+    return ", ".join(files[:limit]) + more
+
+
+def lint_table(report: dict[str, Any] | None) -> pd.DataFrame:
+    rows = [[f["severity"], f["message"], _names(f["files"])] for f in (report or {}).get("lint", [])]
+    return pd.DataFrame(rows, columns=LINT_COLUMNS)
+
+
+def skipped_table(report: dict[str, Any] | None) -> pd.DataFrame:
+    return pd.DataFrame([[s["file"], s["reason"]] for s in (report or {}).get("skipped", [])],
+                        columns=SKIPPED_COLUMNS)
+
+
+def buckets_table(report: dict[str, Any] | None) -> pd.DataFrame:
+    rows = [[bucket.replace("x", "×"), n] for bucket, n in (report or {}).get("buckets", {}).items()]
+    return pd.DataFrame(rows, columns=BUCKET_COLUMNS)
+
+
+def sizes_table(report: dict[str, Any] | None) -> pd.DataFrame:
+    sizes = (report or {}).get("resolutions") or {"counts": {}}
+    return pd.DataFrame([[size.replace("x", "×"), n] for size, n in sizes["counts"].items()], columns=SIZE_COLUMNS)
+
+
+def captions_table(session: DatasetSession | None) -> pd.DataFrame:
+    """Every caption with its CLIP token count, longest first; those over 77 are flagged."""
+    if session is None:
+        return pd.DataFrame([], columns=CAPTION_COLUMNS)
+    captions = session.editor.captions
+    rels = [rel for rel, text in captions.items() if text]
+    counts = caption_token_counts([captions[rel] for rel in rels]) if rels else []
+    rows = [[rel, n, "yes" if n > CLIP_MAX_TOKENS else "", captions[rel]] for rel, n in zip(rels, counts)]
+    rows.sort(key=lambda row: -row[1])
+    return pd.DataFrame(rows, columns=CAPTION_COLUMNS)
+
+
+def duplicates_table(report: dict[str, Any] | None) -> pd.DataFrame:
+    groups = (report or {}).get("duplicates", [])
+    return pd.DataFrame([[i, " = ".join(group)] for i, group in enumerate(groups, start=1)],
+                        columns=DUPLICATE_COLUMNS)
+
+
+def missing_table(report: dict[str, Any] | None) -> pd.DataFrame:
+    return pd.DataFrame([[rel] for rel in (report or {}).get("missing_captions", [])], columns=MISSING_COLUMNS)

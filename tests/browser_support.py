@@ -1,0 +1,57 @@
+"""What the browser tests share: Debian chromium driven by Playwright, their marks, the page size,
+the field lookup and screenshots. The `browser` fixture itself lives in conftest.py.
+
+Screenshots go to test-artifacts/ (git-ignored); with UPDATE_SCREENSHOTS=1 the README's copies in
+docs/screenshots/ are rewritten too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+BROWSER_MARKS = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
+                                                     "(apt-get install chromium); browser tests need it"),
+    pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),  # from gradio's queue internals
+]
+VIEWPORT = {"width": 1440, "height": 1000}
+TIMEOUT_MS = 90_000
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
+
+
+@contextlib.contextmanager
+def launch_chromium() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def field(page, label: str):
+    """The visible field labelled `label`; a Gradio field's accessible name runs on into its info line."""
+    return page.get_by_label(re.compile(rf"^\s*{re.escape(label)}(\s|$)")).filter(visible=True)
+
+
+def screenshot(page, name: str, docs_name: str | None = None) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    if docs_name and os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SCREENSHOTS / docs_name)

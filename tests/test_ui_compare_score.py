@@ -1,0 +1,299 @@
+"""Compare and Score tab handlers without a server, on a real tiny run: make a prompt-only-vs-LoRA
+grid, see its captioned images and the before/after pair, score it with the tiny random backbones,
+read the scorecard, send a grid to Score, generate a resumable batch, and the refusals (accelerator
+busy, bad fields, paths outside the roots, a backbone that cannot load offline)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from conftest import train_tiny_run
+from studio.engine.gpu_lock import ACCELERATOR
+from studio.engine.runner import Runner
+from studio.eval.backbones import TINY_RANDOM
+from studio.ui import eval_view
+from studio.ui.app import Settings, Studio, build_app
+from studio.ui.compare_tab import CACHE_PART, CompareHandlers
+from studio.ui.score_tab import NOT_SCORED, TRAINING_IMAGES, ScoreHandlers
+from studio.ui.security import PathNotAllowed, Roots
+
+pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
+
+RUN = "tiny-run"
+PROMPT = "a photo of {trigger} toy robot"
+# Small settings: 2 inference steps at 64 px keep a 4-image grid well under a second on a CPU.
+GRID = dict(prompts=PROMPT, seeds="1,2", checkpoints=["final"], prompt_only=True, scales="1", inference_steps=2,
+            guidance=7.5, width=64, height=64, negative_prompt="")
+SAMPLER = (2, 7.5, 64, 64, "")
+"""Inference steps, guidance, width, height, negative prompt: the Advanced fields."""
+SHOWN = ["summary", "gallery", "row", "column", "slider", "grid_image", "download"]
+SCORECARD = ["banner", "summary", "table", "chart", "recommendation", "images"]
+
+
+class Progress:
+    """Stands in for gr.Progress: records calls, and can run something after the first one."""
+
+    def __init__(self, after_first=None):
+        self.calls, self.after_first = [], after_first
+
+    def __call__(self, value, desc=None, unit="steps", **_):
+        self.calls.append(value)
+        if self.after_first and value[0] >= 1:
+            self.after_first()
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory) -> Studio:
+    base = tmp_path_factory.mktemp("compare")
+    roots = Roots.create(base / "datasets", base / "models", base / "outputs")
+    train_tiny_run(roots.outputs, RUN)
+    return Studio(runner=Runner(roots.outputs, roots.models), roots=roots)
+
+
+@pytest.fixture(scope="module")
+def compare(studio) -> CompareHandlers:
+    return CompareHandlers(studio)
+
+
+@pytest.fixture(scope="module")
+def score(studio) -> ScoreHandlers:
+    return ScoreHandlers(studio)
+
+
+@pytest.fixture(scope="module")
+def grid(compare) -> dict:
+    """A 1 prompt × 2 seeds × (prompt only, final ×1) grid made through the handler."""
+    progress = Progress()
+    out = compare.make_grid(RUN, **GRID, grid_name="first", progress=progress)
+    grids, *shown, notice = out
+    assert progress.calls[-1] == (4, 4)
+    return {"grids": grids, "notice": notice, **dict(zip(SHOWN, shown))}
+
+
+def arg(update, name):
+    return update.constructor_args[name]
+
+
+# --- Compare -------------------------------------------------------------------------------------
+
+def test_the_run_picker_lists_runs_with_a_lora_and_fills_in_their_defaults(compare, studio):
+    (studio.roots.outputs / "no-lora").mkdir()
+    (studio.roots.outputs / "no-lora" / "config.yaml").write_text((studio.roots.outputs / RUN / "config.yaml")
+                                                                  .read_text())
+    assert compare.run_names() == [RUN]
+    assert arg(compare.list_runs(None), "value") == RUN
+    prompts, checkpoints, steps, guidance, width, height, negative, grids, batch_ckpt, batch_prompts, *shown = \
+        compare.pick_run(RUN)
+    config = studio.roots.run(RUN).config()
+    assert prompts == "\n".join(config.sample.prompts) and "{trigger}" in prompts
+    assert arg(checkpoints, "choices") == ["4", "8", "final"] and arg(checkpoints, "value") == ["final"]
+    assert (steps, guidance, width, height) == (config.sample.inference_steps, config.sample.guidance_scale, 64, 64)
+    assert arg(batch_ckpt, "value") == "final" and batch_prompts == prompts
+    assert shown[0] == ""  # nothing shown until a grid is made or reopened
+
+
+def test_make_grid_shows_four_captioned_images_a_slider_and_the_labelled_grid(grid, studio):
+    items = arg(grid["gallery"], "value")
+    assert len(items) == 4 and arg(grid["gallery"], "columns") == 2
+    captions = [c for _, c in items]
+    assert captions == ["a photo of ohwx toy robot · seed 1 · prompt only", "a photo of ohwx toy robot · seed 1 · "
+                        "final · ×1", "a photo of ohwx toy robot · seed 2 · prompt only",
+                        "a photo of ohwx toy robot · seed 2 · final · ×1"]
+    folder = studio.roots.outputs / RUN / "grids" / "first"
+    assert all(path.startswith(str(folder)) and (folder / path.rsplit("/", 1)[1]).is_file() for path, _ in items)
+    assert arg(grid["grids"], "value") == "first" and "first" in arg(grid["grids"], "choices")
+    assert "2 rows (prompt × seed) × 2 columns, 4 images" in grid["summary"]
+    left, right = arg(grid["slider"], "value")
+    assert left == items[0][0] and right == items[1][0]
+    assert arg(grid["slider"], "label") == "prompt only ⟷ final · ×1"
+    assert grid["grid_image"] == str(folder / "grid.png") and (folder / "grid.png").is_file()
+    assert arg(grid["download"], "value") == str(folder / "grid.png") and arg(grid["download"], "visible")
+    assert "Made grid **first**" in grid["notice"]
+
+
+def test_the_slider_switches_rows_and_an_earlier_grid_reopens(grid, compare):
+    items = arg(grid["gallery"], "value")
+    slider = compare.show_slider(RUN, "first", 1, 1)
+    assert arg(slider, "value") == (items[2][0], items[3][0])
+    reopened = compare.open_grid(RUN, "first")
+    assert [c for _, c in arg(reopened[1], "value")] == [c for _, c in items]
+    with pytest.raises(gr.Error, match="no grid|not found|No grid|nope"):
+        compare.open_grid(RUN, "nope")
+
+
+def test_the_pipeline_stays_loaded_between_grids(grid, compare, studio):
+    cache = studio.parts[CACHE_PART]
+    out = compare.make_grid(RUN, **GRID | {"checkpoints": ["4", "final"], "scales": "0.5,1", "seeds": "3"},
+                            grid_name="second", progress=Progress())
+    assert studio.parts[CACHE_PART] is cache
+    columns = [label for label, _ in arg(out[4], "choices")]
+    assert columns == ["step 4 · ×0.5", "step 4 · ×1", "final · ×0.5", "final · ×1"]
+    assert len(arg(out[2], "value")) == 5
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("seeds", "1,x", "seeds"), ("scales", "", "LoRA scales"), ("prompts", "  \n# comment", "Prompts is empty"),
+    ("checkpoints", ["12"], "12"),
+])
+def test_bad_fields_are_refused_with_the_field_named(compare, field, value, message):
+    with pytest.raises(gr.Error, match=message):
+        compare.make_grid(RUN, **GRID | {field: value}, grid_name="", progress=Progress())
+
+
+def test_a_grid_needs_a_column_and_a_run_inside_outputs(compare):
+    with pytest.raises(gr.Error, match="no columns"):
+        compare.make_grid(RUN, **GRID | {"checkpoints": [], "prompt_only": False}, grid_name="", progress=Progress())
+    with pytest.raises(gr.Error, match="letters, digits"):
+        compare.make_grid("../outputs", **GRID, grid_name="", progress=Progress())
+
+
+def test_typed_prompts_are_never_read_as_a_file():
+    assert eval_view.prompt_lines("/etc/passwd") == ["/etc/passwd"]
+    assert eval_view.prompt_lines("a {trigger}\n\n# note\n b ") == ["a {trigger}", "b"]
+
+
+def test_while_training_holds_the_accelerator_make_grid_warns_and_writes_nothing(compare, studio, grid):
+    before = sorted(p.name for p in (studio.roots.outputs / RUN / "grids").iterdir())
+    with ACCELERATOR.hold("training tiny-run"), pytest.warns(UserWarning, match="busy with training tiny-run"):
+        out = compare.make_grid(RUN, **GRID, grid_name="busy", progress=Progress())
+    assert "⚠️" in out[-1] and "busy with training tiny-run" in out[-1]
+    assert sorted(p.name for p in (studio.roots.outputs / RUN / "grids").iterdir()) == before
+
+
+def test_send_to_score_picks_the_run_and_grid_and_selects_the_score_tab(compare, grid):
+    run, grid_pick, tabs = compare.send_to_score(RUN, "first")
+    assert arg(run, "value") == RUN and RUN in arg(run, "choices")
+    assert arg(grid_pick, "value") == "first" and "first" in arg(grid_pick, "choices")
+    assert arg(tabs, "selected") == "score"
+    with pytest.raises(gr.Error, match="make a grid"):
+        compare.send_to_score(RUN, None)
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+def test_a_batch_is_written_stops_on_request_and_resumes_where_it_stopped(compare, studio):
+    folder = studio.roots.outputs / RUN / "generated" / "b1"
+    prompts = "a {trigger}\nb {trigger}"
+    gallery, status, _ = compare.generate_batch(RUN, prompts, None, 4, "final", 1.0, 0, "b1", *SAMPLER,
+                                                progress=Progress(after_first=compare.stop_batch))
+    written = sorted(folder.glob("*.png"))
+    assert 1 <= len(written) < 4 and "Stopped early" in status
+    with pytest.raises(gr.Error, match="other settings"):
+        compare.generate_batch(RUN, prompts, None, 4, "4", 1.0, 0, "b1", *SAMPLER, progress=Progress())
+    gallery, status, notice = compare.generate_batch(RUN, prompts, None, 4, "final", 1.0, 0, "b1", *SAMPLER,
+                                                     progress=Progress())
+    assert f"skipped {len(written)} already written" in status and "(4 of 4)" in status
+    assert [Path(f).name for f in gallery] == ["00000.png", "00001.png", "00002.png", "00003.png"]
+    assert "Manifest: `tiny-run/generated/b1/manifest.json`" in status and (folder / "manifest.json").is_file()
+
+
+def test_a_batch_reads_an_uploaded_prompt_list(compare, tmp_path):
+    upload = tmp_path / "prompts.txt"
+    upload.write_text("one {trigger}\n\ntwo\n", encoding="utf-8")
+    gallery, status, _ = compare.generate_batch(RUN, "", str(upload), 2, "8", 0.5, 5, "from-file", *SAMPLER,
+                                                progress=Progress())
+    assert "Wrote 2 images, skipped 0" in status and len(gallery) == 2
+    with pytest.raises(gr.Error, match="pick a checkpoint"):
+        compare.generate_batch(RUN, "x", None, 1, "99", 1.0, 0, "bad", *SAMPLER, progress=Progress())
+    with pytest.raises(gr.Error, match="Images is empty"):
+        compare.generate_batch(RUN, "x", None, None, "8", 1.0, 0, "bad", *SAMPLER, progress=Progress())
+
+
+# --- Score ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scored(score, grid) -> dict:
+    progress = Progress()
+    *card, notice = score.score(RUN, "first", TINY_RANDOM, TINY_RANDOM, TRAINING_IMAGES, "DINO", progress=progress)
+    assert progress.calls and progress.calls[-1][0] == progress.calls[-1][1]
+    return {"notice": notice, **dict(zip(SCORECARD, card))}
+
+
+def test_score_shows_numbers_with_the_backbones_named_and_the_baseline_marked(scored):
+    table = scored["table"]
+    assert list(table.columns)[:6] == ["Column", "Step", "Scale", "CLIP-I (tiny-random)", "DINO (tiny-random)",
+                                       "CLIP-T (tiny-random)"]
+    assert list(table["Column"]) == ["prompt only (baseline)", "final · ×1"]
+    for header in ("CLIP-I (tiny-random)", "DINO (tiny-random)", "CLIP-T (tiny-random)"):
+        assert all(math.isfinite(v) and -1 <= v <= 1 for v in table[header])
+    assert list(table["Images"]) == [2, 2]
+    assert table["CLIP-T vs baseline"][1].startswith(("+", "-"))
+    assert len(scored["images"]) == 4
+    assert "Scored grid **first**" in scored["notice"]
+
+
+def test_random_backbones_get_a_banner_and_the_recommendation_says_why(scored):
+    banner = scored["banner"]
+    assert arg(banner, "visible") and "random weights — these numbers mean nothing" in arg(banner, "value")
+    assert scored["recommendation"].startswith("**Recommended: final · ×1** — ")
+    assert "random weights" in scored["recommendation"] and "CLIP-T" in scored["recommendation"]
+    frame = arg(scored["chart"], "value")
+    assert list(frame["column"]) == ["prompt only (baseline)", "final · ×1"]
+    assert arg(scored["chart"], "y_title") == "fidelity: DINO (tiny-random)"
+    assert "tiny-random" in scored["summary"] and "DINO 0.668" in eval_view.dreambooth_reference_md()
+
+
+def test_a_scored_grid_reopens_from_scores_json_without_recomputing(score, scored, monkeypatch):
+    import studio.ui.score_tab as score_tab
+
+    monkeypatch.setattr(score_tab, "score_grid", lambda *a, **k: pytest.fail("recomputed"))
+    banner, summary, table, chart, recommendation, images = score.show_scores(RUN, "first", "CLIP-I")
+    assert table.equals(scored["table"]) and recommendation == scored["recommendation"]
+    assert arg(chart, "y_title") == "fidelity: CLIP-I (tiny-random)"
+    _, summary, table, *_ = score.show_scores(RUN, "second", "DINO")
+    assert summary == NOT_SCORED.format(grid="second") and table.empty
+
+
+def test_the_score_pickers_list_runs_with_grids_newest_first(score, scored):
+    run, grids, refs = score.list_runs(None, None)
+    assert arg(run, "value") == RUN and arg(grids, "choices")[:2] == ["second", "first"]
+    assert arg(grids, "value") == "second"
+    assert arg(score.list_runs(RUN, "first")[1], "value") == "first"
+    assert arg(refs, "choices") == [TRAINING_IMAGES]
+
+
+def test_a_dataset_folder_can_be_the_references(score, scored, studio):
+    from studio.data.demo import demo_dataset_dir
+
+    refs = studio.roots.datasets / "refs"
+    refs.mkdir()
+    for image in sorted(demo_dataset_dir().glob("*.png"))[:3]:
+        (refs / image.name).write_bytes(image.read_bytes())
+    assert arg(score.list_runs(RUN, "first")[2], "choices") == [TRAINING_IMAGES, "refs"]
+    _, summary, table, *_ = score.score(RUN, "second", TINY_RANDOM, TINY_RANDOM, "refs", "DINO", progress=Progress())
+    assert "3 reference images from `refs`" in summary and len(table) == 5
+
+
+def test_scoring_refusals(score, grid, studio):
+    with ACCELERATOR.hold("training tiny-run"), pytest.warns(UserWarning, match="busy"):
+        out = score.score(RUN, "first", TINY_RANDOM, TINY_RANDOM, TRAINING_IMAGES, "DINO", progress=Progress())
+    assert "⚠️" in out[-1]
+    with pytest.raises(gr.Error, match="ViT-B-32-quickgelu/openai"):
+        score.score(RUN, "first", "ViT-B-32-quickgelu/openai", TINY_RANDOM, TRAINING_IMAGES, "DINO",
+                    progress=Progress())
+    with pytest.raises(gr.Error, match="outside the datasets folder"):
+        score.score(RUN, "first", TINY_RANDOM, TINY_RANDOM, "../outputs", "DINO", progress=Progress())
+    with pytest.raises(PathNotAllowed):
+        score.clip_backbone("ViT-B-32/../../etc/passwd")
+    with pytest.raises(PathNotAllowed):
+        score.dino_backbone("/etc/passwd")
+    with pytest.raises(gr.Error, match="pick a grid"):
+        score.score(RUN, "", TINY_RANDOM, TINY_RANDOM, TRAINING_IMAGES, "DINO", progress=Progress())
+
+
+# --- wiring --------------------------------------------------------------------------------------
+
+def test_the_tabs_build_with_their_api_names(studio):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        app, built = build_app(Settings(roots=studio.roots), studio.runner)
+    names = {fn.api_name for fn in app.fns.values()}
+    assert {"make_grid", "open_grid", "show_slider", "send_to_score", "generate_batch", "stop_batch",
+            "pick_compare_run", "list_lora_runs", "follow_job_compare", "list_scored_runs", "list_grids",
+            "show_scores", "score_grid"} <= names
+    assert {"score.run", "score.grid", "score.show"} <= set(built.parts)
