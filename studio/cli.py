@@ -127,9 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    p = sub.add_parser("bench", help="speed benchmark: our loop vs an uncached loop")
+    p = sub.add_parser("bench", help="speed benchmark: our loop vs an uncached loop (--grids: cached grids)")
     p.add_argument("--preset", default="tiny-demo")
     p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--grids", action="store_true",
+                   help="instead: comparison grids with the base model kept loaded against loaded per grid")
+    p.add_argument("--repeats", type=int, default=3, metavar="N", help="--grids: grids timed each way")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser
 

@@ -1,6 +1,7 @@
 """The command line as a user meets it: help, check, and the subcommands later issues build."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,12 @@ def test_bench_prints_figures_for_both_loops(tmp_path):
     lines = result.stdout.splitlines()
     assert any(line.startswith("cached ") for line in lines) and any(line.startswith("uncached ") for line in lines)
     assert "speed-up: steady" in result.stdout
+
+
+def test_grid_bench_prints_cold_and_warm_figures():
+    result = studio("bench", "--grids", "--repeats", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("grid bench: tiny-sd15, 64×64 px, 2 rows × 3 columns (prompt only, step 2 · ×1, step 4")
+    assert any(line.startswith("cold ") for line in lines) and any(line.startswith("warm ") for line in lines)
+    assert re.search(r"warm grids are \d+\.\d\d× faster", result.stdout)

@@ -1,4 +1,4 @@
-"""`python studio.py bench [--preset P] [--steps N]`: prints speed figures; asserts nothing."""
+"""`python studio.py bench [--preset P] [--steps N] [--grids]`: prints speed figures; asserts nothing."""
 
 from __future__ import annotations
 
@@ -19,6 +19,16 @@ def run_bench_command(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if args.grids:
+        from studio.eval.bench import format_grid_bench, run_grid_bench
+
+        try:
+            result = run_grid_bench(config, args.repeats, models_dir=args.models)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(format_grid_bench(result))
+        return 0
     results = run_bench(config, args.steps, args.models)
     print(format_bench(results, config, args.steps))
     return 0
