@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
-from pathlib import Path
 
 from studio.commands.progress import ProgressBar
 from studio.engine.gpu_lock import AcceleratorBusy
@@ -35,17 +33,10 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def _newest_grid(run: RunFolder) -> str:
-    """The complete grid (one with a manifest.json) created last: by the manifest's time, else its mtime."""
-    # folders starting with "." are grids still being written (temp folders)
-    manifests = [m for m in run.grids_dir.glob("*/manifest.json") if not m.parent.name.startswith(".")]
-    if not manifests:
+    from studio.eval.grids import list_grids
+
+    grids = list_grids(run)
+    if not grids:
         raise FileNotFoundError(f"run {run.name} has no comparison grid yet: make one first with "
                                 f"python studio.py compare {run.name} --prompts FILE|TEXT")
-    return max(manifests, key=_created).parent.name
-
-
-def _created(manifest: Path) -> float:
-    try:
-        return dt.datetime.fromisoformat(json.loads(manifest.read_text(encoding="utf-8"))["created"]).timestamp()
-    except (OSError, ValueError, KeyError, TypeError):
-        return manifest.stat().st_mtime  # a manifest without a readable time still counts, by its file time
+    return grids[0]
