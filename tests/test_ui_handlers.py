@@ -271,6 +271,33 @@ def test_start_reports_bad_input_and_a_busy_accelerator(handlers, trained):
     assert "busy with captioning" in notice and not (trained.outputs / "fresh").exists()
 
 
+def test_a_started_job_frees_what_evaluation_kept_loaded(handlers):
+    from studio.eval.backbones import TINY_RANDOM, load_clip, load_dino, loaded_backbones
+    from studio.eval.pipelines import PipelineCache
+    from studio.ui.compare_tab import CACHE_PART
+
+    _, train, studio = handlers
+    cache = studio.parts[CACHE_PART] = PipelineCache(studio.roots.models)
+    cache.pipeline(load_config("tiny-demo"))
+    load_clip(TINY_RANDOM), load_dino(TINY_RANDOM)
+    values = form_values(load_config("tiny-demo", ["train.max_steps=2", "sample.every_steps=0",
+                                                  "optim.warmup_steps=0"]))
+
+    studio.runner.lock.acquire("captioning")  # a refused start keeps them: nothing needs the memory
+    try:
+        with pytest.warns(UserWarning, match="busy with captioning"):
+            train.start("refused", **values)
+    finally:
+        studio.runner.lock.release()
+    assert cache.loaded and {f"clip:{TINY_RANDOM}", f"dino:{TINY_RANDOM}"} <= set(loaded_backbones())
+
+    assert "Started run" in train.start("frees-memory", **values)
+    freed = not cache.loaded and loaded_backbones() == []
+    assert studio.runner.join(timeout=120)  # before the verdict: no training thread outlives the test
+    assert freed
+    shutil.rmtree(studio.roots.outputs / "frees-memory")  # the module's other tests expect one run
+
+
 def test_preset_fills_every_field(handlers):
     _, train, _ = handlers
     out = train.load_preset("sdxl-character")

@@ -12,6 +12,7 @@ should not pay that at start-up when nobody scores.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 from dataclasses import dataclass
@@ -139,6 +140,23 @@ def load_dino(name: str = DINO_DEFAULT) -> DinoBackbone:
 
 
 # --- CLIP ------------------------------------------------------------------------------------
+
+def loaded_backbones() -> list[str]:
+    """The loaded backbones as "clip:NAME" / "dino:NAME"."""
+    with _load_lock:
+        return [f"{kind}:{name}" for kind, name in _loaded]
+
+
+def unload_backbones() -> None:
+    """Drop every loaded backbone (a training job wants the memory); the next load builds them again."""
+    with _load_lock:
+        if not _loaded:
+            return
+        _loaded.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
 
 def _build_clip(name: str) -> ClipBackbone:
     import open_clip

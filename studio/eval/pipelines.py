@@ -114,6 +114,11 @@ class PipelineCache:
             pipe.enable_lora()
             pipe.set_adapters([name], adapter_weights=[float(scale)])
 
+    @property
+    def loaded(self) -> bool:
+        """Whether a base pipeline is held (in memory, on its device)."""
+        return self._pipe is not None
+
     def clear(self) -> None:
         """Drop the pipeline and its adapters (frees memory); the next pipeline() loads again."""
         with self._lock:

@@ -85,6 +85,16 @@ class Studio:
     parts: dict[str, Any] = field(default_factory=dict)
     """Components (and event settings) a tab offers to others, by "<tab id>.<name>"."""
 
+    def release_eval_models(self) -> None:
+        """Free what evaluation keeps loaded (the Compare tab's base pipeline, the scoring backbones) once
+        a training job has the accelerator: the job loads its own copy, and both rarely fit together."""
+        from studio.eval.backbones import unload_backbones
+
+        cache = self.parts.get(compare_tab.CACHE_PART)
+        if cache is not None:
+            cache.clear()
+        unload_backbones()
+
     def run(self, name: str) -> RunFolder:
         """The run `name` in the outputs folder, or the error the page shows when there is none."""
         try:

@@ -152,6 +152,7 @@ class CheckpointHandlers:
             return live.notice(f"⚠️ {err}"), gr.skip()
         except (FileNotFoundError, ValueError) as err:
             raise _user_error(err) from None
+        self.studio.release_eval_models()
         notice = live.notice(f"Resuming **{run.name}** from step {latest.step}.")
         return notice, gr.Tabs(selected=TRAIN_TAB_ID)
 

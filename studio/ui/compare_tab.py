@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 TITLE, TAB_ID = "Compare", "compare"
 CACHE_PART = "eval.cache"
+"""`Studio.parts` key of the one `PipelineCache`."""
 BATCH_PREVIEW = 8
 """Images of a batch shown after it ran: the last ones written."""
 USER_ERRORS = (ValueError, FileNotFoundError, ModelLoadError)

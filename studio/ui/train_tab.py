@@ -80,6 +80,7 @@ class TrainHandlers:
         except (AcceleratorBusy, RuntimeError) as err:  # one accelerator user at a time: say so, don't wait
             gr.Warning(str(err))
             return live.notice(f"⚠️ {err}")
+        self.studio.release_eval_models()
         return live.notice(f"Started run **{name}**: {config.train.max_steps} steps on {config.model.base}.")
 
     def _command(self, action, done: str) -> str:
