@@ -53,14 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set lora.rank=16 (repeatable)")
 
-    p = sub.add_parser("resume", help="continue a run from its latest complete checkpoint")
+    p = sub.add_parser("resume", help="continue a run from its latest complete checkpoint (--max-steps: extend it)",
+                       description="Continue RUN from its latest complete checkpoint, exactly. With --max-steps N, "
+                                   "continue a finished or stopped run up to N steps in all: the same weights as one "
+                                   "N-step run (cosine/linear schedules keep the rates already used and record them "
+                                   "in optim.horizons).")
     p.add_argument("run", metavar="RUN", help="run name or folder")
+    p.add_argument("--max-steps", type=int, metavar="N", help="train up to N steps in all (more than the latest "
+                                                             "checkpoint's step)")
 
-    p = sub.add_parser("export", help="write a run's LoRA in webui (kohya) or diffusers format")
-    p.add_argument("run", metavar="RUN")
-    p.add_argument("--step", type=int, help="checkpoint step (default: final LoRA, else latest)")
-    p.add_argument("--format", choices=("webui", "diffusers"), default="webui")
-    p.add_argument("--out", type=Path, metavar="FILE")
+    p = sub.add_parser("runs", help="every run: state, steps, last checkpoint, resumable",
+                       description="List every run in the outputs folder with its state (running, paused, "
+                                   "stopping, finished, stopped, failed, interrupted), steps, latest checkpoint and "
+                                   "whether it can be resumed, and why. Also removes temp folders killed runs left.")
+    p.add_argument("--json", action="store_true", help="print a JSON list (name, state, last_step, last_checkpoint, "
+                                                       "resumable, why, …)")
+
+    from studio.commands.export import add_parser as add_export_parser
+
+    add_export_parser(sub)
 
     p = sub.add_parser("caption", help="caption a dataset folder (writes .txt sidecars, all or nothing)",
                        description="Caption every image in DIR that has no caption yet (or all with --overwrite). "
@@ -81,34 +92,57 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="prompt-only vs LoRA comparison grid (prompts × seeds × checkpoints × scales)",
                        description="Render a comparison grid of RUN into outputs/RUN/grids/NAME: a row per prompt × "
                                    "seed, a column per checkpoint × scale (scale 0 is the prompt-only column), "
-                                   "each row on one seed. Writes the images, a labelled grid.png and manifest.json.")
+                                   "each row on one seed, then a column per --external folder. Writes the images, a "
+                                   "labelled grid.png and manifest.json.")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--prompts", required=True, metavar="FILE|TEXT",
-                   help="a text file with one prompt per line, or the prompt itself; {trigger} is the trigger word")
+    p.add_argument("--prompts", metavar="FILE|TEXT",
+                   help="a text file with one prompt per line, or the prompt itself; {trigger} is the trigger word "
+                        "(default: the run's sample.prompts)")
+    p.add_argument("--baseline-prompts", metavar="FILE|TEXT",
+                   help="what the prompt-only column renders instead, one per prompt (or one for all), e.g. the long "
+                        "descriptive prompt you would write without a LoRA")
+    p.add_argument("--external", action="append", default=[], metavar="LABEL=DIR",
+                   help="another generator's images as a column (repeatable): matched to rows by a prompts.json in "
+                        "DIR ({file: prompt}), else in file-name order, one image per row")
     p.add_argument("--seeds", default="1", metavar="1,2", help="one row per prompt × seed (default: 1)")
     p.add_argument("--scales", default="1", metavar="0,0.5,1", help="LoRA scales for each checkpoint column")
     p.add_argument("--steps", default="final", metavar="N,M|all|final",
-                   help="checkpoint steps to compare (default: the final LoRA, else the latest checkpoint)")
+                   help="checkpoint steps to compare, 'final' among them if you like (default: the final LoRA, else "
+                        "the latest checkpoint)")
     p.add_argument("--name", metavar="NAME", help="grid name (default: a dated name)")
     p.add_argument("--inference-steps", type=int, metavar="N", help="sampler steps (default: the run's sample.inference_steps)")
     p.add_argument("--guidance", type=float, metavar="G", help="guidance scale (default: the run's sample.guidance_scale)")
     p.add_argument("--size", type=int, metavar="PX", help="image size (default: the run's data.resolution)")
 
-    p = sub.add_parser("score", help="CLIP-I / CLIP-T / DINO scores for a grid, and a recommended checkpoint",
+    p = sub.add_parser("score", help="score a grid (CLIP-I / CLIP-T / DINO / consistency, a recommended checkpoint) "
+                                     "or a batch (also diversity, FID, KID, CMMD)",
                        description="Score a comparison grid of RUN: CLIP-I and DINO (fidelity to the reference "
-                                   "images) and CLIP-T (prompt adherence) per column, saved as scores.json next to "
-                                   "the grid, printed as a scorecard with a recommended checkpoint and scale.")
+                                   "images), CLIP-T (prompt adherence) and consistency per column, saved as "
+                                   "scores.json next to the grid, printed as a scorecard with a recommended "
+                                   "checkpoint and scale. With --batch, score a synthetic set written by generate "
+                                   "as a distribution: CLIP-T, CLIP-I / DINO, consistency, diversity, FID and KID "
+                                   "(Inception features) and CMMD (CLIP features) against the references, with "
+                                   "sample sizes and caveats, saved as scores.json in the batch folder.")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--refs", type=Path, metavar="DIR", help="reference images (default: the run's training images)")
     p.add_argument("--grid", metavar="NAME", help="grid to score (default: the newest)")
-    p.add_argument("--clip", metavar="NAME", help="CLIP backbone (default ViT-B-32-quickgelu/openai; tiny-random offline)")
-    p.add_argument("--dino", metavar="NAME", help="DINO backbone (default dino-vits16; tiny-random offline)")
+    p.add_argument("--batch", metavar="NAME|DIR", help="instead: a batch of the run (under outputs/RUN/generated/) or "
+                                                      "a folder written by generate")
+    p.add_argument("--clip", metavar="NAME", help="CLIP backbone (default ViT-B-32-quickgelu/openai; toy-clip for "
+                                                  "toy-sd15 runs; tiny-random offline)")
+    p.add_argument("--dino", metavar="NAME", help="DINO backbone (default dino-vits16; none for toy-sd15 runs, or "
+                                                  "to skip DINO; tiny-random offline)")
+    p.add_argument("--inception", metavar="NAME|FILE",
+                   help="--batch: Inception for FID / KID (default pt_inception, downloaded on first use; a path to "
+                        "pt_inception-2015-12-05-6726825d.pth offline; none to skip; tiny-random for trials)")
     p.add_argument("--json", action="store_true", help="print scores.json instead of the scorecard")
 
     p = sub.add_parser("generate", help="batch-generate images with a run's LoRA (resumable)",
                        description="Generate N images from a prompt list with one checkpoint of RUN into DIR "
-                                   "(00000.png, … and manifest.json). Run the same command again to continue a "
-                                   "batch that was stopped; images already written are kept.")
+                                   "(00000.png, … with their prompts as captions: 00000.txt and metadata.jsonl, so "
+                                   "check and train take DIR as a dataset; and manifest.json). Run the same command "
+                                   "again to continue a batch that was stopped; images already written are kept. "
+                                   "Score it with: score RUN --batch DIR.")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--prompts", required=True, metavar="FILE|TEXT", help="a text file with one prompt per line, or one prompt")
     p.add_argument("--count", required=True, type=int, metavar="N", help="how many images in all (prompts are cycled)")
@@ -126,14 +160,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", metavar="NAME|FILE", help="also check this preset's model, dataset and precision")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--clear-cache", action="store_true",
+                   help="empty the disk cache of latents and caption embeddings that runs share "
+                        "(~/.cache/lora-studio/tensors; LORA_STUDIO_TENSOR_CACHE moves it); the next run encodes again")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --preset: load the models, cache a few images and run a few real training steps; "
+                        "report seconds per step, peak memory, the run's projected time and checkpoint disk use "
+                        "(and what to change on out of memory)")
 
-    p = sub.add_parser("bench", help="speed benchmark: our loop vs an uncached loop (--grids: cached grids)")
+    p = sub.add_parser("bench", help="speed benchmark: our loop vs an uncached loop (--grids: cached grids; "
+                                     "--world: the toy world's quality report)")
     p.add_argument("--preset", default="tiny-demo")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--grids", action="store_true",
                    help="instead: comparison grids with the base model kept loaded against loaded per grid")
     p.add_argument("--repeats", type=int, default=3, metavar="N", help="--grids: grids timed each way")
+    p.add_argument("--world", action="store_true",
+                   help="instead: the toy world's quality report (prompt adherence of toy-sd15, the demo LoRA's "
+                        "CLIP-I gain, the recommendation on an over-trained run, CPU time); about 10 CPU-minutes")
+    p.add_argument("--keep", type=Path, metavar="DIR", help="--world: keep its runs and grids in DIR")
+    p.add_argument("--export", action="store_true",
+                   help="instead: time and peak memory of the merged exports (pipeline, checkpoint) of a short "
+                        "run on the preset's base model, against loading that model alone")
+    p.add_argument("--startup", action="store_true",
+                   help="instead: how long `python studio.py` takes to print its first line and to serve its page "
+                        "(wall and the studio's CPU seconds, --repeats starts), beside bare `import gradio` / "
+                        "`import torch`")
+    p.add_argument("--cache", action="store_true",
+                   help="instead: time to the first step with a cold and a warm disk cache of latents and caption "
+                        "embeddings, and of a resume, on --images generated images at data.resolution (CPU and wall)")
+    p.add_argument("--images", type=int, default=200, metavar="N", help="--cache: images in the generated set")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    from studio.commands.pretrain import add_parser as add_pretrain_parser
+
+    add_pretrain_parser(sub)
     return parser
 
 
@@ -142,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:
+        # Importing Gradio and PyTorch takes seconds (tens on a busy machine): say so before it starts.
+        print(f"LoRA Studio {__version__}: starting (loading Gradio and PyTorch, then building the page)…", flush=True)
         from studio.ui.app import launch
 
         return launch(args)
@@ -153,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         from studio.commands.train import run_resume
 
         return run_resume(args)
+    if args.command == "runs":
+        from studio.commands.train import run_runs
+
+        return run_runs(args)
     if args.command == "export":
         from studio.commands.export import run_export
 
@@ -177,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         from studio.commands.score import run_score
 
         return run_score(args)
+    if args.command == "pretrain-world":
+        from studio.commands.pretrain import run_pretrain_world
+
+        return run_pretrain_world(args)
     if args.command == "check":
         from studio.commands.check import run_check
 

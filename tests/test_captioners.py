@@ -15,12 +15,12 @@ from studio.data.captioners import (
     CaptionOptions,
     caption_dataset,
 )
+from studio.core.lock import ACCELERATOR, AcceleratorBusy
 from studio.data.captioners.blip import BlipCaptioner, clean_blip_caption
 from studio.data.captioners.florence2 import clean_florence2_caption
 from studio.data.captioners.template import template_caption
 from studio.data.captioners.text import collapse_repeats, with_trigger
 from studio.data.captioners.tiny import tiny_captioner_dir
-from studio.engine.gpu_lock import ACCELERATOR, AcceleratorBusy
 
 MODEL_CAPTIONERS = ["blip", "florence2"]
 

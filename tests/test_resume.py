@@ -18,8 +18,8 @@ SETTINGS = ["--set", "train.max_steps=24", "--set", "save.every_steps=4", "--set
             "--set", "train.batch_size=2", "--set", "train.grad_accumulation=2", "--set", "optim.warmup_steps=3"]
 
 
-def _cli(outputs: Path, *args: str) -> subprocess.Popen:
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
+def _cli(outputs: Path, *args: str, lock_dir: Path | None = None) -> subprocess.Popen:
+    env = os.environ | {"OMP_NUM_THREADS": "1"} | ({"LORA_STUDIO_LOCK_DIR": str(lock_dir)} if lock_dir else {})
     return subprocess.Popen([sys.executable, str(REPO / "studio.py"), "--outputs", str(outputs), *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -31,7 +31,9 @@ def _final_weights(run: RunFolder) -> dict[str, torch.Tensor]:
 
 
 def test_sigkill_then_resume_reproduces_the_uninterrupted_weights(tmp_path):
-    reference = _cli(tmp_path, "train", "--preset", "tiny-demo", "--name", "straight", *SETTINGS)
+    # the reference trains beside it as if on another machine: a lock of its own
+    reference = _cli(tmp_path, "train", "--preset", "tiny-demo", "--name", "straight", *SETTINGS,
+                     lock_dir=tmp_path / "other-machine")
     killed = _cli(tmp_path, "train", "--preset", "tiny-demo", "--name", "killed", *SETTINGS)
 
     # kill -9 as soon as a checkpoint past the first exists: mid-training, possibly mid-write
@@ -47,6 +49,8 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_weights(tmp_path):
     killed_at = run.latest_checkpoint().step
     assert 8 <= killed_at < 24
     assert run.read_status()["status"] == "running"  # a killed process could not say anything else
+    state = run.state()  # but its process is gone, which the engine sees at once
+    assert state.state == "interrupted" and state.resumable and state.last_checkpoint == killed_at
 
     resumed = _cli(tmp_path, "resume", "killed")
     out, _ = resumed.communicate(timeout=300)

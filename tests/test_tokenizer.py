@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from studio.engine import tokenizer as tokenizer_module
-from studio.engine.tokenizer import clip_tokenizer, tokenizer_dir
+from studio.core import tokenizer as tokenizer_module
+from studio.core.tokenizer import clip_tokenizer, tokenizer_dir
 
 
 @pytest.fixture(scope="module", autouse=True)

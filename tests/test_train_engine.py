@@ -13,6 +13,7 @@ from studio.config import load_config
 from studio.engine import checkpoints as checkpoints_module
 from studio.engine.checkpoints import load_checkpoint
 from studio.engine.control import Control
+from studio.engine.events import Finished, StatusChanged
 from studio.engine.loss import min_snr_weights
 from studio.engine.runner import Runner
 from studio.engine.runs import RunFolder
@@ -67,7 +68,9 @@ def test_sdxl_run_leaves_the_full_run_folder(tmp_path):
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0" and meta["modelspec.architecture"].startswith("stable-diffusion-xl")
     sidecar = json.loads((run.path / "xl.json").read_text())
     assert sidecar["activation text"] == config.data.trigger_word and sidecar["sd version"] == "SDXL"
-    assert [e.data["status"] for e in events if e.kind == "status"][-1] == "finished"
+    assert [e.status for e in events if isinstance(e, StatusChanged)][-1] == "finished"
+    assert isinstance(events[-1], Finished) and events[-1].status == "finished" and events[-1].step == 6
+    assert events[-1].lora_file == str(run.final_lora)
 
 
 def test_retention_keeps_the_newest_checkpoints(tmp_path):

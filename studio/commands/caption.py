@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from studio.commands.progress import ProgressBar
+from studio.core.lock import AcceleratorBusy
 from studio.data.captioners import TINY_RANDOM, CaptionerError, CaptionOptions, CaptionResult, caption_dataset
-from studio.engine.gpu_lock import AcceleratorBusy
 
 _EXAMPLES = 3
 

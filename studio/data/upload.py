@@ -19,13 +19,13 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from studio.core.atomic import new_temp_dir
+from studio.core.names import check_folder_name
 from studio.data.images import IMAGE_EXTENSIONS, UNSUPPORTED_IMAGE_EXTENSIONS
-from studio.engine.runs import new_temp_dir
 
 CAPTION_EXTENSIONS = (".txt", ".json", ".jsonl")
 MAX_FILES = 5000
 MAX_BYTES = 2 * 1024**3
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _CHUNK = 1 << 20
 
 
@@ -61,11 +61,7 @@ class AddResult:
 
 def check_dataset_name(name: str) -> str:
     """A dataset folder name: 1–100 letters, digits, '.', '_' or '-', starting with a letter or digit."""
-    value = (name or "").strip()
-    if not _NAME_RE.match(value):
-        raise UploadError(f"dataset name {value!r} must be 1–100 letters, digits, '.', '_' or '-' and start with "
-                          "a letter or digit")
-    return value
+    return check_folder_name((name or "").strip(), "dataset", UploadError)
 
 
 def create_dataset(datasets_root: Path, name: str, *, exist_ok: bool = False) -> Path:

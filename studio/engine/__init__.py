@@ -1,1 +1,2 @@
-"""Training engine: devices, base models (Hub, local, single file, built-in tiny), LoRA, training."""
+"""Training engine: base models (Hub, local, single file, built-in), LoRA, the training loop, run folders
+and their state. Devices, the accelerator lock and atomic writes live one floor down, in `studio.core`."""

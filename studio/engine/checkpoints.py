@@ -3,6 +3,11 @@
 `checkpoints/step-000500/` holds the webui LoRA file (what users take away), `adapter.safetensors`
 (fp32 LoRA weights for an exact resume), `training_state.pt` (optimizer, loss scaler, RNG states)
 and `state.json`, written last: a folder without it is incomplete and ignored.
+
+Retention (`save.keep_last`, `save.keep_every_steps`, `save.keep_every_epochs`): after a new
+checkpoint is complete, the ones no rule keeps are deleted. A rule keeps the newest `keep_last`,
+every checkpoint whose step is a multiple of `keep_every_steps`, every epoch-end checkpoint whose
+epoch is a multiple of `keep_every_epochs`, and every Save-now checkpoint (`manual`), always.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from studio.engine.runs import Checkpoint, RunFolder, new_temp_dir, publish_dir
+from studio.config import SaveSection
+from studio.core.atomic import new_temp_dir, publish_dir
+from studio.engine.runs import Checkpoint, RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +67,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run: RunFolder, step: int, weights: LoraWeights, training_state: dict[str, Any],
-                    info: dict[str, Any], write_lora_file: Callable[[Path], None], keep_last: int,
+                    info: dict[str, Any], write_lora_file: Callable[[Path], None], save: SaveSection,
                     protect_step: int | None = None) -> Checkpoint:
-    """Write checkpoint `step` atomically, then prune to the newest `keep_last` complete ones."""
+    """Write checkpoint `step` atomically, then prune what `save`'s retention no longer keeps.
+
+    `info` goes into state.json: `epoch` (epochs done), `epoch_end`, `manual` (Save now), `time`.
+    """
     final = run.checkpoint_dir(step)
     tmp = new_temp_dir(run.checkpoints_dir, final.name)
     try:
@@ -74,22 +84,66 @@ def save_checkpoint(run: RunFolder, step: int, weights: LoraWeights, training_st
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    prune_checkpoints(run, keep_last, protect_step)
+    prune_checkpoints(run, save, protect_step)
     return Checkpoint(step, final, final / run.lora_file_name(step))
 
 
-def prune_checkpoints(run: RunFolder, keep_last: int, protect_step: int | None = None) -> list[int]:
-    """Delete all but the newest `keep_last` complete checkpoints, and stale temp folders."""
+@dataclass(frozen=True)
+class Kept:
+    """One checkpoint as retention sees it (from its state.json)."""
+
+    step: int
+    epoch: int = 0
+    epoch_end: bool = False
+    manual: bool = False
+
+    @classmethod
+    def of(cls, ckpt: Checkpoint) -> Kept:
+        info = ckpt.info()
+        return cls(ckpt.step, int(info.get("epoch") or 0), bool(info.get("epoch_end")), bool(info.get("manual")))
+
+
+def retention(checkpoints: list[Kept], save: SaveSection, protect_step: int | None = None) -> dict[int, list[str]]:
+    """Step → the reasons it is kept (an empty list: pruned), for checkpoints oldest first."""
+    newest = {c.step for c in checkpoints[-save.keep_last:]}
+    out = {}
+    for c in checkpoints:
+        reasons = []
+        if c.manual:
+            reasons.append("Save now")
+        if c.step in newest:
+            reasons.append(f"newest {save.keep_last}")
+        if save.keep_every_steps and c.step % save.keep_every_steps == 0:
+            reasons.append(f"every {save.keep_every_steps} steps")
+        if save.keep_every_epochs and c.epoch_end and c.epoch and c.epoch % save.keep_every_epochs == 0:
+            reasons.append(f"every {save.keep_every_epochs} epochs")
+        if c.step == protect_step:
+            reasons.append("the run continues from it")
+        out[c.step] = reasons
+    return out
+
+
+def next_save_prunes(run: RunFolder, save: SaveSection) -> set[int]:
+    """Steps the next checkpoint of `run` would prune (a newer one pushes them out of `keep_last`)."""
+    kept = [Kept.of(c) for c in run.checkpoints()]
+    future = kept + [Kept(kept[-1].step + 1 if kept else 1)]
+    return {step for step, reasons in retention(future, save).items() if not reasons and step != future[-1].step}
+
+
+def prune_checkpoints(run: RunFolder, save: SaveSection, protect_step: int | None = None) -> list[int]:
+    """Delete the complete checkpoints no retention rule keeps, and stale temp folders."""
+    checkpoints = run.checkpoints()
+    reasons = retention([Kept.of(c) for c in checkpoints], save, protect_step)
     removed = []
-    for ckpt in run.checkpoints()[:-keep_last]:
-        if ckpt.step == protect_step:
-            continue
-        shutil.rmtree(ckpt.path)
-        removed.append(ckpt.step)
+    for ckpt in checkpoints:
+        if not reasons[ckpt.step]:
+            shutil.rmtree(ckpt.path)
+            removed.append(ckpt.step)
     for stale in run.checkpoints_dir.glob(".step-*"):
         shutil.rmtree(stale, ignore_errors=True)
     if removed:
-        log.info("pruned checkpoints %s (keep_last=%d)", removed, keep_last)
+        log.info("pruned checkpoints %s (keep_last=%d, keep_every_steps=%d, keep_every_epochs=%d)", removed,
+                 save.keep_last, save.keep_every_steps, save.keep_every_epochs)
     return removed
 
 

@@ -1,27 +1,9 @@
-"""Talking to a training loop from another thread: commands in (`Control`), events out (`Event`)."""
+"""Talking to a training loop from another thread: commands in (`Control`); events out are
+`studio.engine.events`."""
 
 from __future__ import annotations
 
 import threading
-import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something the loop reports. `kind` is one of:
-
-    status (status, message) · metrics (row: step, loss, …) · sample (step, images) ·
-    checkpoint (step, path) · log (message) · finished (status, lora_file)
-    """
-
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
-    time: float = field(default_factory=time.time)
-
-
-Emit = Callable[[Event], None]
 
 
 class Control:

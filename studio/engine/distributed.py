@@ -1,7 +1,9 @@
 """Data parallel training under `accelerate launch` / `torchrun`: the environment says how many
 processes there are; rank 0 writes everything, all ranks train.
 
-A single process (the usual case, and the studio's) gets a context whose methods do nothing.
+A single process (the usual case, and the studio's) gets a context whose methods do nothing, and
+reading the rank imports no torch: `studio.py train` can take (or be refused) the accelerator lock
+before the heavy imports.
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:
+    import torch
 
-from studio.engine.device import DeviceInfo
+    from studio.core.device import DeviceInfo
 
 
 @dataclass
@@ -28,6 +30,8 @@ class DistContext:
         return self.world_size > 1
 
     def device(self, info: DeviceInfo) -> torch.device:
+        import torch
+
         if info.type == "cuda":
             torch.cuda.set_device(self.local_rank)
             return torch.device("cuda", self.local_rank)
@@ -50,6 +54,8 @@ class DistContext:
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return value
+        import torch.distributed as dist
+
         value = value.detach().clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value / self.world_size
@@ -58,6 +64,8 @@ class DistContext:
     def main_process_first(self) -> Iterator[None]:
         """Rank 0 runs the block first (building cached models and data; transformers saves weights
         only on the main process), the other ranks after it, finding everything in the cache."""
+        import torch.distributed as dist
+
         if self.enabled and self.rank != 0:
             dist.barrier()
         yield
@@ -66,11 +74,16 @@ class DistContext:
 
     def barrier(self) -> None:
         if self.enabled:
+            import torch.distributed as dist
+
             dist.barrier()
 
     def close(self) -> None:
-        if self.enabled and dist.is_initialized():
-            dist.destroy_process_group()
+        if self.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 def rank() -> int:
@@ -83,6 +96,9 @@ def context() -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
+    import torch
+    import torch.distributed as dist
+
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from studio import __version__
-from studio.engine.device import choose_precision, detect_device
+from studio.core.device import choose_precision, detect_device
+from studio.engine.builtin import BUILTIN_MODELS
 
 REQUIRED = ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "open_clip_torch", "pillow")
-OPTIONAL = ("gradio", "torchvision", "bitsandbytes", "timm", "xformers")
+OPTIONAL = ("gradio", "torchvision", "bitsandbytes", "timm", "xformers", "tensorboard")
 MIN_FREE_DISK = 2 * 1024**3
 
 
@@ -90,7 +91,7 @@ def environment_report(outputs_dir: Path, models_dir: Path, precision: str = "au
         "disk_free_bytes": free,
         "models_dir": str(models_dir),
         "models": models,
-        "builtin_models": ["tiny-sd15", "tiny-sdxl"],
+        "builtin_models": list(BUILTIN_MODELS),
         "warnings": warnings,
         "problems": problems,
     }

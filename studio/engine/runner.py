@@ -2,7 +2,8 @@
 
 Every browser tab polls the same `Runner.snapshot()`, so all tabs show the same job and a reloaded
 page picks it up again. Errors are caught once, at the thread boundary, and land in the snapshot
-(with the traceback) and in run.json.
+(with the traceback) and in run.json. The job holds the machine-wide accelerator lock from the
+moment it is accepted until its thread ends, so a CLI run and the studio never train at once.
 """
 
 from __future__ import annotations
@@ -17,27 +18,33 @@ from pathlib import Path
 from typing import Any
 
 from studio.config import RunConfig
-from studio.engine.control import Control, Event
-from studio.engine.gpu_lock import ACCELERATOR, AcceleratorLock
+from studio.core.lock import ACCELERATOR, AcceleratorLock
+from studio.engine.control import Control
+from studio.engine.events import (ACTIVE, CheckpointSaved, Event, Finished, Log, Metrics, Plan, Progress,
+                                  SampleRendered, Status, StatusChanged)
+from studio.engine.prepare import prepare_new_run
 from studio.engine.runs import RunFolder, find_run
+from studio.engine.runstate import check_resumable, clean_outputs, prepare_resume
 
 log = logging.getLogger(__name__)
-
-ACTIVE = ("loading", "caching", "training", "paused", "sampling", "saving", "stopping")
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    status: str = "idle"
+    status: Status = "idle"
     """idle · loading · caching · training · paused · sampling · saving · stopping · finished · stopped · failed"""
     message: str = ""
     run: str | None = None
     step: int = 0
     total: int = 0
+    epochs: int = 0
+    """Epochs the run makes in all (0 until the dataset is known)."""
     metrics: tuple[dict[str, Any], ...] = ()
     samples: tuple[str, ...] = ()
     sample_step: int | None = None
     checkpoints: tuple[int, ...] = ()
+    notices: tuple[str, ...] = ()
+    """Settings the engine changed or adopted for this run (a clamped warm-up, a rank from init_from)."""
     error: str | None = None
     traceback: str | None = None
     started: float | None = None
@@ -50,7 +57,12 @@ class Snapshot:
 
     @property
     def last(self) -> dict[str, Any]:
-        return self.metrics[-1] if self.metrics else {}
+        """The latest training row (validation-score rows of sample.score_backbone carry no loss)."""
+        return next((row for row in reversed(self.metrics) if "loss" in row), {})
+
+    @property
+    def epoch(self) -> int:
+        return int(self.last.get("epoch") or 0)
 
     @property
     def eta_s(self) -> float | None:
@@ -59,8 +71,10 @@ class Snapshot:
 
 
 class Runner:
-    def __init__(self, outputs_dir: Path, models_dir: Path | None = None, lock: AcceleratorLock = ACCELERATOR):
-        self.outputs_dir, self.models_dir, self.lock = Path(outputs_dir), models_dir, lock
+    def __init__(self, outputs_dir: Path, models_dir: Path | None = None, lock: AcceleratorLock = ACCELERATOR,
+                 datasets_dir: Path | None = None):
+        self.outputs_dir, self.models_dir, self.datasets_dir, self.lock = \
+            Path(outputs_dir), models_dir, datasets_dir, lock
         self._snap = Snapshot()
         self._mutex = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -77,43 +91,48 @@ class Runner:
 
     # --- starting --------------------------------------------------------------------------
     def start(self, config: RunConfig, name: str) -> RunFolder:
-        """Create run `name` and train it in the background; raises if a job is running."""
-        self._claim()
+        """Create run `name` and train it in the background; raises if a job is running (here or in
+        another process: AcceleratorBusy) or the config can't be prepared."""
+        self._claim(name)
         try:
+            clean_outputs(self.outputs_dir)
+            config, notices = prepare_new_run(config, outputs_dir=self.outputs_dir, models_dir=self.models_dir,
+                                              datasets_dir=self.datasets_dir)
             run = RunFolder.create(self.outputs_dir, name, config)
         except BaseException:
             self.lock.release()
             raise
-        self._launch(run, config, resume=False)
+        self._launch(run, config, resume=False, notices=tuple(notices))
         return run
 
-    def resume(self, run_name: str) -> RunFolder:
-        """Continue a run from its latest complete checkpoint."""
-        self._claim()
+    def resume(self, run_name: str, max_steps: int | None = None) -> RunFolder:
+        """Continue a run from its latest complete checkpoint; with `max_steps`, extend it to that many
+        steps in all (a finished run too). Refused, with the reason, when the run can't continue."""
+        run = find_run(self.outputs_dir, run_name)
+        check_resumable(run, max_steps)  # a run another process trains is refused before the lock is tried
+        self._claim(run.name)
         try:
-            run = find_run(self.outputs_dir, run_name)
-            if run.latest_checkpoint() is None:
-                raise FileNotFoundError(f"run {run.name} has no complete checkpoint to resume from")
-            config = run.config()
+            config, notices = prepare_resume(run, max_steps)
         except BaseException:
             self.lock.release()
             raise
-        self._launch(run, config, resume=True)
+        self._launch(run, config, resume=True, notices=tuple(notices))
         return run
 
-    def _claim(self) -> None:
+    def _claim(self, name: str) -> None:
         if self._thread and self._thread.is_alive():
             snap = self.snapshot()
             raise RuntimeError(f"run {snap.run} is {snap.status} (step {snap.step}/{snap.total}): stop it first")
-        self.lock.acquire("training")
+        self.lock.acquire(f"training {name}", run=name)
 
-    def _launch(self, run: RunFolder, config: RunConfig, resume: bool) -> None:
-        start_step = run.latest_checkpoint().step if resume and run.latest_checkpoint() else 0
+    def _launch(self, run: RunFolder, config: RunConfig, resume: bool, notices: tuple[str, ...]) -> None:
+        latest = run.latest_checkpoint()
+        start_step = latest.step if resume and latest else 0
         metrics = tuple(r for r in run.read_metrics() if r.get("step", 0) <= start_step) if resume else ()
         self._control = Control()
         with self._mutex:
             self._snap = Snapshot(status="loading", message="starting", run=run.name, step=start_step,
-                                  total=config.train.max_steps, metrics=metrics,
+                                  total=config.train.max_steps, metrics=metrics, notices=notices,
                                   checkpoints=tuple(c.step for c in run.checkpoints()), started=time.time(),
                                   version=self._snap.version + 1)
         self._thread = threading.Thread(target=self._work, args=(run, config, resume, self._control),
@@ -133,19 +152,25 @@ class Runner:
             self.lock.release()
 
     def _on_event(self, event: Event) -> None:
-        d = event.data
-        if event.kind == "status":
-            self._update(status=d["status"], message=d.get("message", ""))
-        elif event.kind == "metrics":
+        if isinstance(event, StatusChanged):
+            self._update(status=event.status, message=event.message)
+        elif isinstance(event, Metrics):
             snap = self.snapshot()
-            self._update(step=d["row"]["step"], metrics=snap.metrics + (d["row"],))
-        elif event.kind == "sample":
-            self._update(samples=tuple(d["images"]), sample_step=d["step"])
-        elif event.kind == "checkpoint":
+            self._update(step=event.row["step"], metrics=snap.metrics + (event.row,))
+        elif isinstance(event, Plan):
+            self._update(total=event.max_steps, epochs=event.epochs)
+        elif isinstance(event, SampleRendered):
+            self._update(samples=event.images, sample_step=event.step)
+        elif isinstance(event, CheckpointSaved):
             snap = self.snapshot()
-            self._update(checkpoints=tuple(sorted(set(snap.checkpoints) | {d["step"]})))
-        elif event.kind in ("log", "progress"):
-            self._update(message=d.get("message") or f"{d.get('phase')} {d.get('done')}/{d.get('total')}")
+            self._update(checkpoints=tuple(sorted(set(snap.checkpoints) | {event.step})))
+        elif isinstance(event, Log):
+            notices = self.snapshot().notices + ((event.message,) if event.notice else ())
+            self._update(message=event.message, notices=notices)
+        elif isinstance(event, Progress):
+            self._update(message=f"{event.phase} {event.done}/{event.total}")
+        elif isinstance(event, Finished) and event.status != "failed":
+            self._update(status=event.status, step=event.step)
 
     # --- commands --------------------------------------------------------------------------
     def _require(self, *allowed: str) -> Control:
@@ -165,7 +190,7 @@ class Runner:
 
     def stop(self) -> None:
         self._require().stop()
-        self._update(message="stopping after this step; a checkpoint will be saved")
+        self._update(status="stopping", message="stopping after this step; a checkpoint will be saved")
 
     def sample_now(self) -> None:
         self._require("training").sample_now()

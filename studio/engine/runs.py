@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterator
 
 from studio.config import RunConfig, load_run_config
-from studio.data.atomic import write_json_atomic, write_text_atomic
+from studio.core.atomic import remove_temp_dirs, write_json_atomic, write_text_atomic
+from studio.core.names import check_folder_name, slug
 
-RunStatus = Literal["running", "paused", "finished", "stopped", "failed"]
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+if TYPE_CHECKING:
+    from studio.engine.runstate import RunState
+
 CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
 
 
@@ -29,15 +29,12 @@ def now_iso() -> str:
 
 
 def check_run_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise ValueError(f"run name {name!r} must be 1–100 letters, digits, '.', '_' or '-' and start with a "
-                         "letter or digit")
-    return name
+    return check_folder_name(name, "run")
 
 
 def suggest_run_name(outputs_dir: Path, stem: str) -> str:
     """`<stem>-YYYYMMDD-HHMM`, with a suffix if that folder exists."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "run"
+    stem = slug(stem)
     base = f"{stem}-{dt.datetime.now():%Y%m%d-%H%M}"
     name, n = base, 2
     while (outputs_dir / name).exists():
@@ -59,6 +56,13 @@ class Checkpoint:
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
 
+    def info(self) -> dict[str, Any]:
+        """state.json: step, epoch (epochs done), epoch_end, manual (a Save-now checkpoint), time."""
+        try:
+            return json.loads((self.path / "state.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {"step": self.step}
+
 
 class RunFolder:
     """Typed access to `outputs/<run>/`."""
@@ -76,8 +80,13 @@ class RunFolder:
             raise FileExistsError(f"run {name!r} already exists in {outputs_dir}: pick another name or resume it")
         path.mkdir(parents=True)
         run = cls(path)
-        write_text_atomic(run.config_path, config.to_yaml())
+        run.write_config(config)
         return run
+
+    def write_config(self, config: RunConfig) -> None:
+        """config.yaml, atomically (once at creation; again when the engine resolves or adopts a setting,
+        or `resume --max-steps` extends the run)."""
+        write_text_atomic(self.config_path, config.to_yaml())
 
     config_path = property(lambda self: self.path / "config.yaml")
     status_path = property(lambda self: self.path / "run.json")
@@ -87,12 +96,28 @@ class RunFolder:
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     grids_dir = property(lambda self: self.path / "grids")
     final_lora = property(lambda self: self.path / f"{self.name}.safetensors")
+    heartbeat_path = property(lambda self: self.path / "heartbeat.json")
+    tensorboard_dir = property(lambda self: self.path / "tensorboard")
 
     def exists(self) -> bool:
         return self.config_path.is_file()
 
     def config(self) -> RunConfig:
         return load_run_config(self.config_path)
+
+    def state(self, now: float | None = None) -> RunState:
+        """What the run is doing, from run.json, its heartbeat and its process id (engine/runstate.py)."""
+        from studio.engine.runstate import run_state
+
+        return run_state(self, now)
+
+    def remove_temp_dirs(self) -> list[Path]:
+        """Temp folders a killed writer left (`.step-*.tmp-*` in checkpoints/ and samples/, `.*.old`);
+        only for a run no process is writing to (its state is not live)."""
+        removed = []
+        for folder in (self.checkpoints_dir, self.samples_dir):
+            removed += remove_temp_dirs(folder, ".step-*.tmp-*") + remove_temp_dirs(folder, ".step-*.old")
+        return removed
 
     # --- run.json ------------------------------------------------------------------------
     def read_status(self) -> dict[str, Any]:
@@ -167,23 +192,6 @@ class RunFolder:
         except (OSError, json.JSONDecodeError):
             return []
         return [e | {"file": str(folder / e["file"])} for e in entries]
-
-
-def publish_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temp folder into place (replacing an older one of the same name)."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
-def new_temp_dir(parent: Path, name: str) -> Path:
-    parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-"))
 
 
 def list_runs(outputs_dir: Path) -> Iterator[RunFolder]:

@@ -1,6 +1,14 @@
 """The optimizer (AdamW, or 8-bit AdamW on CUDA) and learning-rate schedules: linear warm-up, then constant, cosine, linear decay, or reduce-on-plateau.
 
 One small object with a state dict, so an exact resume restores it like any other state.
+
+Extending a run (`resume --max-steps N`) and the schedule: a step's learning rate is computed with
+the `train.max_steps` the run had when that step was trained. Warm-up, `constant` and `plateau` do
+not depend on max_steps, so an extended run is exactly one N-step run. `cosine` and `linear` decay
+towards max_steps: the steps already trained keep the rates they had, and from the step the run
+continues at, the rate is the N-step run's. `optim.horizons` records each earlier length
+([[until_step, max_steps], …]) so the extended run's config.yaml trains into the same weights
+from scratch, bit for bit.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ class LRSchedule:
         self.kind = cfg.scheduler
         self.warmup = cfg.warmup_steps
         self.max_steps = max_steps
+        self.horizons = sorted(tuple(h) for h in cfg.horizons)
         self.patience = cfg.plateau_patience
         self.factor = cfg.plateau_factor
         # plateau state
@@ -28,7 +37,7 @@ class LRSchedule:
         """Multiplier of the base learning rate for optimizer step `step` (0-based)."""
         if self.warmup and step < self.warmup:
             return (step + 1) / (self.warmup + 1)
-        progress = (step - self.warmup) / max(1, self.max_steps - self.warmup)
+        progress = (step - self.warmup) / max(1, self.horizon(step) - self.warmup)
         if self.kind == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
         if self.kind == "linear":
@@ -36,6 +45,10 @@ class LRSchedule:
         if self.kind == "plateau":
             return self.plateau_scale
         return 1.0
+
+    def horizon(self, step: int) -> int:
+        """The max_steps that step `step` was (or is) trained under."""
+        return next((steps for until, steps in self.horizons if step < until), self.max_steps)
 
     def observe(self, step: int, smoothed_loss: float) -> None:
         """`plateau` only: lower the rate after `patience` steps without a 0.1 % improvement."""

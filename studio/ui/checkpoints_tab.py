@@ -1,9 +1,12 @@
-"""Checkpoints tab: every run in outputs/, its loss curve and samples, and per checkpoint export,
-download, resume and delete.
+"""Checkpoints tab: every run in outputs/, its loss curve and samples, and per checkpoint export
+(LoRA files, or the base model with the LoRA merged in), download, resume and delete.
 
 Runs are addressed by name and checkpoints by step, never by path. Resume always continues from
 the run's latest checkpoint (the engine's contract); picking an older one is refused with the way
-out. A checkpoint of the run the studio is training is never deleted.
+out. "Train N more steps" extends a finished or stopped run exactly (`resume --max-steps`). Whether a
+run can go on, and whether it is alive, is the engine's `RunFolder.state()`; the checkpoints table
+says which checkpoints retention keeps and which the next checkpoint prunes. A checkpoint of a run
+that is training (here or in another process) is never deleted.
 """
 
 from __future__ import annotations
@@ -12,19 +15,22 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from studio.engine.gpu_lock import AcceleratorBusy
+from studio.core.lock import AcceleratorBusy
 from studio.engine.runs import RunFolder, delete_checkpoint, list_runs
-from studio.ui import live, runs_view
+from studio.engine.runstate import NotResumable
+from studio.ui import export_view, live, runs_view
+from studio.ui.notices import refusing
+from studio.ui.context import CHECKPOINTS_TAB, TRAIN_TAB
 from studio.ui.security import PathNotAllowed
-from studio.ui.train_tab import TAB_ID as TRAIN_TAB_ID
 
 if TYPE_CHECKING:
-    from studio.ui.app import Studio
+    from studio.ui.context import Studio
 
-TITLE, TAB_ID = "Checkpoints", "checkpoints"
-FORMATS = {"webui": "webui: one .safetensors for AUTOMATIC1111, ComfyUI, kohya and diffusers (+ A1111 .json)",
-           "diffusers": "diffusers: pytorch_lora_weights.safetensors with PEFT metadata"}
+TITLE, TAB_ID = "Checkpoints", CHECKPOINTS_TAB
+FORMATS = export_view.FORMATS
 RESUME_NOTE = "Resume continues from the run's **latest** checkpoint{where}, with its optimizer state and data order."
+MORE_STEPS = 500
+"""The default of "Train N more steps"."""
 
 
 def _user_error(err: Exception) -> gr.Error:
@@ -84,27 +90,32 @@ class CheckpointHandlers:
         if not name:
             return ("", gr.Accordion(visible=False), "", None, gr.Dropdown(choices=[], value=None),
                     [], runs_view.empty_checkpoints_table(), gr.Dropdown(choices=[], value=None),
-                    RESUME_NOTE.format(where=""), gr.Group(visible=False), gr.File(value=None, visible=False))
+                    RESUME_NOTE.format(where=""), gr.Group(visible=False), gr.File(value=None, visible=False),
+                    gr.Dropdown(choices=export_view.preview_choices(None), value=export_view.AUTO))
         run = self.studio.run(name)
         info = run.read_status()
         snap = self.studio.runner.snapshot()
-        failed = runs_view.run_status(run, info, snap) == "failed" and bool(info.get("traceback"))
+        state = run.state()
+        failed = runs_view.run_status(state, snap) == "failed" and bool(info.get("traceback"))
         metrics = snap.metrics if snap.run == run.name and snap.active else run.read_metrics()
         sample_steps = run.sample_steps()
         latest_samples = sample_steps[-1] if sample_steps else None
         steps = [c.step for c in run.checkpoints()]
         where = f" (step {steps[-1]})" if steps else " (this run has none yet)"
+        where += f". {state.why[0].upper()}{state.why[1:]}."
         return (
             runs_view.run_summary_html(run, snap),
             gr.Accordion(visible=failed), info.get("traceback") or "",
             live.loss_frame(metrics),
             gr.Dropdown(choices=sample_steps, value=latest_samples),
-            live.gallery_items(run, latest_samples),
+            gr.Gallery(value=live.gallery_items(run, latest_samples),
+                       label=live.images_label("Samples", live.run_base_model(run))),
             runs_view.checkpoints_table(run),
             gr.Dropdown(choices=list(reversed(steps)), value=steps[-1] if steps else None),
             RESUME_NOTE.format(where=where),
             gr.Group(visible=False),
             gr.File(value=None, visible=False),
+            gr.Dropdown(choices=export_view.preview_choices(run), value=export_view.AUTO),
         )
 
     def show_samples(self, name: str, step: Any) -> list[tuple[str, str]]:
@@ -115,46 +126,99 @@ class CheckpointHandlers:
         return live.gallery_items(run, step)
 
     # --- per checkpoint -------------------------------------------------------------------------
-    def export_checkpoint(self, name: str, step: Any, fmt: str) -> list[str]:
-        """Write the checkpoint's LoRA in `webui` or `diffusers` format; returns the files to download."""
+    def export_checkpoint(self, name: str, step: Any, fmt: str, preview: str | None = export_view.AUTO,
+                          scale: float | None = 1.0, author: str = "", license: str = "", description: str = "",
+                          tags: str = "", progress: gr.Progress = gr.Progress()) -> list[str]:
+        """Write the checkpoint in `fmt` (see FORMATS) into the run's exports/; returns the files to download
+        (the LoRA, its A1111 sidecar and preview; a merged model stays on the server)."""
         from studio.engine.export import export_run  # imports peft and diffusers: only when exporting
+        from studio.engine.lora_metadata import ModelCard
+        from studio.engine.models import ModelLoadError
 
         run = self.studio.run(name)
         if fmt not in FORMATS:
             raise gr.Error(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}", title="Unknown format")
-        path = export_run(run, fmt, self._checkpoint_step(run, step))
-        sidecar = path.with_suffix(".json")
-        return [str(path)] + ([str(sidecar)] if fmt == "webui" and sidecar.is_file() else [])
+        value = self._checkpoint_step(run, step)
+        merged = fmt in export_view.MERGED
+        card = ModelCard(author=author or "", license=license or "", description=description or "", tags=tags or "")
+        try:
+            path = export_run(run, fmt, value, scale=float(1.0 if scale is None or not merged else scale),
+                              preview=export_view.resolve_preview(run, preview), card=card,
+                              models_dir=self.studio.roots.models, progress=export_view.gradio_progress(progress))
+        except AcceleratorBusy as err:
+            raise gr.Error(str(err), title="Accelerator busy") from None
+        except (FileNotFoundError, ValueError, ModelLoadError) as err:
+            raise _user_error(err) from None
+        return export_view.downloads(path, fmt)
 
-    def show_files(self) -> Any:
-        return gr.File(visible=True)
+    def show_files(self, files: list[str] | None) -> Any:
+        return gr.File(visible=bool(files))
+
+    def export_note(self, name: str | None, step: Any, fmt: str, scale: float | None) -> str:
+        """The notice beside Export: what it will write, and for merged models how big and how long."""
+        if not name:
+            return export_view.export_note(None, None, fmt, scale, None)
+        run = self.studio.run(name)
+        try:
+            value = self._checkpoint_step(run, step)
+        except gr.Error:
+            value = None
+        return export_view.export_note(run, value, fmt, scale, self.studio.roots.models)
+
+    def pick_format(self, name: str | None, step: Any, fmt: str, scale: float | None) -> tuple[Any, str]:
+        """The merge weight only applies to (and shows for) the merged formats."""
+        return gr.Number(visible=fmt in export_view.MERGED), self.export_note(name, step, fmt, scale)
+
+    def exported(self, name: str, step: Any, fmt: str, scale: float | None) -> str:
+        """After an export: where it went and how big it is."""
+        from studio.engine.export import default_out
+
+        run = self.studio.run(name)
+        merged = fmt in export_view.MERGED
+        path = default_out(run, fmt, self._checkpoint_step(run, step), float(scale or 1.0) if merged else 1.0)
+        return export_view.written_note(run, path, fmt)
 
     def resume_run(self, name: str, step: Any) -> tuple[str, Any]:
         """Continue a run from its latest checkpoint in the background and switch to the Train tab."""
         run = self.studio.run(name)
         latest = run.latest_checkpoint()
-        if latest is None:
-            raise gr.Error(f"run {run.name} has no complete checkpoint to resume from", title="Cannot resume")
-        if step is not None and self._checkpoint_step(run, step) != latest.step:
+        if latest is not None and step is not None and self._checkpoint_step(run, step) != latest.step:
             newer = [str(c.step) for c in run.checkpoints() if c.step > int(step)]
             raise gr.Error(f"Resume continues from the run's latest checkpoint (step {latest.step}), not step {step}. "
                            f"To continue from step {step}, delete the newer checkpoints ({', '.join(newer)}) first.",
                            title="Resume uses the latest checkpoint")
-        info = run.read_status()
-        if info.get("status") == "finished":
-            raise gr.Error(f"run {run.name} finished all {info.get('max_steps', '')} steps; there is nothing to "
-                           "resume. Start a new run with more train.max_steps instead.", title="Already finished")
+        return self._continue(run, None)
+
+    def extend_run(self, name: str, more: Any) -> tuple[str, Any]:
+        """Train N more steps from the run's latest checkpoint (a finished run too): `resume --max-steps`."""
+        run = self.studio.run(name)
+        try:
+            extra = int(more)
+        except (TypeError, ValueError):
+            raise gr.Error(f"Train N more steps: enter a whole number of steps, got {more!r}",
+                           title="How many steps?") from None
+        if extra < 1:
+            raise gr.Error(f"Train N more steps: N must be at least 1, got {extra}", title="How many steps?")
+        latest = run.latest_checkpoint()
+        if latest is None:
+            raise gr.Error(f"run {run.name} cannot be extended: {run.state().why}", title="Cannot extend")
+        return self._continue(run, latest.step + extra)
+
+    def _continue(self, run: RunFolder, max_steps: int | None) -> tuple[str, Any]:
         self._refuse_if_training(run)
         try:
-            self.studio.runner.resume(run.name)
+            self.studio.runner.resume(run.name, max_steps=max_steps)
+        except NotResumable as err:
+            raise gr.Error(str(err), title="Cannot resume") from None
         except (AcceleratorBusy, RuntimeError) as err:
             gr.Warning(str(err))
             return live.notice(f"⚠️ {err}"), gr.skip()
         except (FileNotFoundError, ValueError) as err:
             raise _user_error(err) from None
-        self.studio.release_eval_models()
-        notice = live.notice(f"Resuming **{run.name}** from step {latest.step}.")
-        return notice, gr.Tabs(selected=TRAIN_TAB_ID)
+        step = run.latest_checkpoint().step
+        upto = f" up to step {max_steps}" if max_steps else ""
+        notice = live.notice(f"Resuming **{run.name}** from step {step}{upto}.")
+        return notice, gr.Tabs(selected=TRAIN_TAB)
 
     def _refuse_if_training(self, run: RunFolder) -> None:
         """A run the studio, or another process (the CLI), is training right now is left alone."""
@@ -162,10 +226,10 @@ class CheckpointHandlers:
         if snap.active and snap.run == run.name:
             raise gr.Error(f"run {run.name} is {snap.status} right now and needs its checkpoints: stop it first.",
                            title="Run in use")
-        status = runs_view.run_status(run, run.read_status(), snap)
-        if status.endswith("(other process)"):
-            raise gr.Error(f"run {run.name} is {status}: its run.json was updated in the last "
-                           f"{runs_view.STALE_AFTER_S // 60} minutes. Stop that process first.", title="Run in use")
+        state = run.state()
+        if state.live:
+            where = "this studio" if state.in_this_process else f"another process ({state.pid} on {state.host})"
+            raise gr.Error(f"run {run.name} is {state.state} in {where}: stop it first.", title="Run in use")
 
     def ask_delete(self, name: str, step: Any) -> tuple[Any, str]:
         """Show the confirmation for deleting one checkpoint (refused at once for the training run)."""
@@ -195,16 +259,16 @@ class CheckpointHandlers:
 
 def build(studio: Studio, tab: gr.Tab) -> None:
     handlers = CheckpointHandlers(studio)
-    names = handlers.run_names()
 
     # 1. Components: the runs table; then the picked run (summary, curve) beside its checkpoints,
     #    their actions and its samples.
     with gr.Row(equal_height=False):
-        # choices change as runs appear; the handlers check every name, so API callers may pass any
-        run_pick = gr.Dropdown(names, value=None, label="Run", scale=5, allow_custom_value=True,
+        # filled when the tab opens (no run names in the page before login); the handlers check every
+        # name, so API callers may pass any
+        run_pick = gr.Dropdown([], value=None, label="Run", scale=5, allow_custom_value=True,
                                info="Pick a run here or click its row in the table.")
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90, elem_classes="refresh")
-    runs = gr.Dataframe(runs_view.runs_table(studio.roots.outputs, studio.runner.snapshot()), label="Runs",
+    runs = gr.Dataframe(runs_view.empty_runs_table(), label="Runs",
                         interactive=False, max_height=220, wrap=True)
     with gr.Row():
         with gr.Column(scale=5, min_width=420):
@@ -221,12 +285,31 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                                         allow_custom_value=True, scale=1)
                 fmt = gr.Radio(list(FORMATS), value="webui", label="Export format",
                                info=" · ".join(FORMATS.values()), scale=2)
-            with gr.Row():
-                export = gr.Button("Export", variant="primary")
+            with gr.Row(equal_height=True):
+                preview = gr.Dropdown(export_view.preview_choices(None), value=export_view.AUTO, label="Preview image",
+                                      info="Saved as NAME.preview.png beside the file and embedded as its thumbnail.",
+                                      allow_custom_value=True, scale=2)
+                scale = gr.Number(1.0, label="Merge weight", minimum=-4, maximum=4, step=0.05, visible=False,
+                                  info="The LoRA weight fused into the merged model.", scale=1)
+            with gr.Accordion("File details: author, license, description, tags", open=False):
+                with gr.Row():
+                    author = gr.Textbox("", label="Author", max_lines=1)
+                    license_ = gr.Textbox("", label="License", max_lines=1, placeholder="e.g. CreativeML-OpenRAIL-M")
+                description = gr.Textbox("", label="Description", lines=2,
+                                         placeholder="Default: what the run trained (base, trigger word, steps)")
+                tags = gr.Textbox("", label="Tags", max_lines=1, placeholder="comma-separated; default: the trigger word")
+            with gr.Row(equal_height=True):
+                export = gr.Button("Export", variant="primary", scale=0, min_width=110)
+                export_note = gr.Markdown(export_view.export_note(None, None, "webui", 1.0, None),
+                                          elem_classes="notice", elem_id="export-note")
+            files = gr.File(label="Exported files", file_count="multiple", interactive=False, visible=False)
+            with gr.Row(equal_height=True):
                 resume = gr.Button("Resume training")
+                more = gr.Number(MORE_STEPS, label="More steps", precision=0, minimum=1, scale=1,
+                                 info="Continue from the latest checkpoint for this many steps.")
+                extend = gr.Button("Train N more steps")
                 delete = gr.Button("Delete checkpoint…", variant="stop")
             resume_note = gr.Markdown(RESUME_NOTE.format(where=""), elem_classes="notice")
-            files = gr.File(label="Exported files", file_count="multiple", interactive=False, visible=False)
             with gr.Group(visible=False) as confirm_box:
                 confirm_text = gr.Markdown(padding=True)
                 with gr.Row():
@@ -238,7 +321,7 @@ def build(studio: Studio, tab: gr.Tab) -> None:
 
     # 2. Events: browse, then act; every action refreshes what it changed.
     details = [summary, trace_box, trace, chart, sample_step, samples, ckpts, ckpt_pick, resume_note, confirm_box,
-               files]
+               files, preview]
     listed = [runs, run_pick]
     run_pick.change(handlers.show_run, run_pick, details, api_name="show_run")
     gr.on([tab.select, refresh.click], handlers.list_runs, run_pick, listed, api_name="list_runs").then(
@@ -248,11 +331,21 @@ def build(studio: Studio, tab: gr.Tab) -> None:
     studio.timer.tick(handlers.follow_job, [run_pick, seen], [runs, summary, ckpts, ckpt_pick, seen],
                       api_name="follow_job", concurrency_limit=None, show_progress="hidden")
     sample_step.input(handlers.show_samples, [run_pick, sample_step], samples, api_name="show_samples")
-    export.click(handlers.export_checkpoint, [run_pick, ckpt_pick, fmt], files, api_name="export_checkpoint").success(
-        handlers.show_files, None, files, api_visibility="private")
-    resume.click(handlers.resume_run, [run_pick, ckpt_pick], [studio.notice, studio.tabs], api_name="resume_run")
+    export.click(handlers.export_checkpoint, [run_pick, ckpt_pick, fmt, preview, scale, author, license_, description,
+                                              tags], files, api_name="export_checkpoint").success(
+        handlers.show_files, files, files, api_visibility="private").then(
+        handlers.exported, [run_pick, ckpt_pick, fmt, scale], export_note, api_visibility="private")
+    fmt.change(handlers.pick_format, [run_pick, ckpt_pick, fmt, scale], [scale, export_note], api_visibility="private")
+    gr.on([run_pick.change, ckpt_pick.change, scale.change], handlers.export_note, [run_pick, ckpt_pick, fmt, scale],
+          export_note, api_visibility="private", show_progress="hidden")
+    # A refusal (not the latest checkpoint, a run in use, no such run) is one line in the notice area.
+    moves = [studio.notice, studio.tabs]
+    resume.click(inputs=[run_pick, ckpt_pick], **refusing(handlers.resume_run, moves, studio.notice),
+                 api_name="resume_run")
+    extend.click(inputs=[run_pick, more], **refusing(handlers.extend_run, moves, studio.notice), api_name="extend_run")
     delete.click(handlers.ask_delete, [run_pick, ckpt_pick], [confirm_box, confirm_text], api_name="ask_delete")
     cancel.click(handlers.cancel_delete, None, confirm_box, api_name="cancel_delete")
-    confirm.click(handlers.delete_checkpoint, [run_pick, ckpt_pick], [studio.notice, confirm_box],
+    confirm.click(inputs=[run_pick, ckpt_pick],
+                  **refusing(handlers.delete_checkpoint, [studio.notice, confirm_box], studio.notice),
                   api_name="delete_checkpoint").success(handlers.show_run, run_pick, details,
                                                        api_visibility="private")

@@ -3,6 +3,8 @@
 Out of the box the form holds the `tiny-demo` preset on the built-in demo dataset, so pressing
 Start with no typing trains a LoRA in about a minute. The live view polls the shared runner's
 snapshot on the app's one timer and only resends what changed since this page last drew it.
+Test setup runs the engine's dry run on the form (a few real steps) and reports speed, memory and
+the projected run.
 """
 
 from __future__ import annotations
@@ -11,20 +13,31 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from studio.config import ConfigError, list_presets, load_config
-from studio.engine.gpu_lock import AcceleratorBusy
+from studio.config import ConfigError, clamp_warmup, list_presets, load_config
+from studio.core.lock import AcceleratorBusy
 from studio.engine.runs import RunFolder, suggest_run_name
 from studio.ui import live
+from studio.ui.notices import Refusal, refusing
+from studio.ui.context import TRAIN_TAB, Step, TrainLink
 from studio.ui.form import (FIELD_ORDER, base_model_choices, build_form, cli_command, dataset_choices, form_config,
                              form_values, model_family)
 from studio.ui.security import PathNotAllowed
 
 if TYPE_CHECKING:
-    from studio.ui.app import Studio
+    from studio.ui.context import Studio
 
-TITLE, TAB_ID = "Train", "train"
+TITLE, TAB_ID = "Train", TRAIN_TAB
 DEFAULT_PRESET = "tiny-demo"
 BUTTONS = ("start", "pause", "resume", "stop", "sample", "save")
+
+
+def config_notes(config) -> str:
+    """What the engine will change about a valid config when the run starts, for the check line."""
+    _, notice = clamp_warmup(config) if config.train.max_epochs is None else (config, None)
+    notes = [notice] if notice else []
+    if config.train.max_epochs:
+        notes.append(f"train.max_steps comes from train.max_epochs ({config.train.max_epochs}) when the run starts")
+    return "".join(f" · {n}" for n in notes)
 
 
 class TrainHandlers:
@@ -43,16 +56,21 @@ class TrainHandlers:
         info = list_presets().get(preset, "")
         return (gr.Dropdown(info=info), *(values[k] for k in FIELD_ORDER), name, *self._resolved(preset, name, values))
 
-    def resolve_config(self, preset: str, run_name: str, **settings: Any) -> tuple[str, str, str]:
-        """The form as the YAML a run will save, the equivalent CLI command, and a validity line."""
+    def resolve_config(self, preset: str, run_name: str, **settings: Any) -> tuple[Any, ...]:
+        """The form as the YAML a run will save, the equivalent CLI command, the Start button (disabled
+        while the form is invalid), whether the form is valid (for the poll) and the check line beside
+        Start (why it is disabled)."""
         return self._resolved(preset, run_name, settings)
 
-    def _resolved(self, preset: str, run_name: str, values: dict[str, Any]) -> tuple[str, str, str]:
+    def _resolved(self, preset: str, run_name: str, values: dict[str, Any]) -> tuple[Any, ...]:
+        idle = not self.studio.runner.snapshot().active
         try:
             config = form_config(values, self.studio.roots)
         except (ConfigError, PathNotAllowed) as err:
-            return gr.skip(), gr.skip(), f"✗ {err}"
-        return config.to_yaml(), cli_command(preset, config, run_name), "✓ Valid config"
+            line = err.line if isinstance(err, ConfigError) else str(err)
+            return gr.skip(), gr.skip(), gr.Button(interactive=False), False, f"✗ {line}"
+        return (config.to_yaml(), cli_command(preset, config, run_name), gr.Button(interactive=idle), True,
+                "✓ Valid config" + config_notes(config))
 
     def pick_base(self, base: str, family: str) -> str:
         """Picking a built-in or local model sets model.family to what the model is."""
@@ -64,24 +82,56 @@ class TrainHandlers:
         return (gr.Dropdown(choices=base_model_choices(roots)), gr.Dropdown(choices=dataset_choices(roots)),
                 suggest_run_name(roots.outputs, preset))
 
-    def suggest_name(self, preset: str) -> str:
+    def suggest_name(self, preset: str, run_name: str = "") -> Any:
+        """A free run name once the typed one is taken (a run started under it) or none was typed;
+        after a refused start the typed name stays."""
+        typed = (run_name or "").strip()
+        if typed and not (self.studio.roots.outputs / typed).exists():
+            return gr.skip()
         return suggest_run_name(self.studio.roots.outputs, preset)
 
     # --- the job -------------------------------------------------------------------------------
     def start(self, run_name: str, **settings: Any) -> str:
-        """Validate the form and start training it as run `run_name` (empty: a dated name)."""
+        """Validate the form and start training it as run `run_name` (empty: a dated name); a setting
+        the run cannot take, a busy accelerator or a taken name raise `Refusal`."""
         roots = self.studio.roots
         try:
             config = form_config(settings, roots)
             name = (run_name or "").strip() or suggest_run_name(roots.outputs, "lora")
             self.studio.runner.start(config, name)
-        except (ValueError, FileExistsError) as err:  # a bad setting, a path outside the roots, a taken name
-            raise gr.Error(str(err), title="Cannot start") from None
+        except ConfigError as err:  # a bad setting: the first problem, every problem in the details
+            raise Refusal(f"Cannot start: {err.line}", str(err)) from None
+        except (ValueError, FileExistsError) as err:  # a path outside the roots, a taken name
+            raise Refusal(f"Cannot start: {err}") from None
         except (AcceleratorBusy, RuntimeError) as err:  # one accelerator user at a time: say so, don't wait
-            gr.Warning(str(err))
-            return live.notice(f"⚠️ {err}")
-        self.studio.release_eval_models()
-        return live.notice(f"Started run **{name}**: {config.train.max_steps} steps on {config.model.base}.")
+            raise Refusal(str(err)) from None
+        notices = "".join(f" Notice: {n}." for n in self.studio.runner.snapshot().notices)
+        length = f"{config.train.max_epochs} epochs" if config.train.max_epochs else f"{config.train.max_steps} steps"
+        return live.notice(f"Started run **{name}**: {length} on {config.model.base}.{notices}")
+
+    def test_setup(self, **settings: Any) -> str:
+        """The dry run on the form's config: a few real steps, then speed, memory and the projected run."""
+        from studio.engine.dryrun import dry_run
+
+        roots = self.studio.roots
+        try:
+            config = form_config(settings, roots)
+        except ConfigError as err:
+            raise Refusal(f"Cannot test: {err.line}", str(err)) from None
+        except (ValueError, PathNotAllowed) as err:
+            raise Refusal(f"Cannot test: {err}") from None
+        try:
+            report = dry_run(config, outputs_dir=roots.outputs, models_dir=roots.models, datasets_dir=roots.datasets,
+                             lock=self.studio.runner.lock)
+        except AcceleratorBusy as err:  # a job is running: say so, don't wait
+            raise Refusal(f"Test setup: {err}") from None
+        except (ValueError, RuntimeError, OSError) as err:  # what the run would fail with at setup
+            first = str(err).split("\n", 1)[0]
+            raise Refusal(f"Test setup failed: {first}", str(err)) from None
+        title, *lines = report.lines()
+        if report.oom:
+            gr.Warning(report.oom)
+        return f"**{title}**\n\n```\n" + "\n".join(lines) + "\n```"
 
     def _command(self, action, done: str) -> str:
         try:
@@ -107,11 +157,12 @@ class TrainHandlers:
         return self._command(self.studio.runner.save_now, "A checkpoint will be saved after this step.")
 
     # --- live view -----------------------------------------------------------------------------
-    def poll(self, seen: dict[str, Any] | None) -> tuple[Any, ...]:
-        """One tick: what changed since this page last drew (`seen`), else gr.skip()."""
+    def poll(self, seen: dict[str, Any] | None, form_ok: bool = True) -> tuple[Any, ...]:
+        """One tick: what changed since this page last drew (`seen`), else gr.skip(). Start stays
+        disabled while this page's form is invalid (`form_ok`, from `resolve_config`)."""
         snap = self.studio.runner.snapshot()
         seen = dict(seen or {})
-        count = 7 + len(BUTTONS)
+        count = 8 + len(BUTTONS)
         if seen.get("version") == snap.version:
             return (*[gr.skip()] * count, seen)
 
@@ -123,10 +174,15 @@ class TrainHandlers:
         run = RunFolder(self.studio.roots.outputs / snap.run) if snap.run else None
         out: list[Any] = [live.header_job_html(snap), live.job_html(snap)]
         out.append(live.loss_frame(snap.metrics) if changed("chart", (snap.run, len(snap.metrics))) else gr.skip())
+        scored = live.scores_frame(snap.metrics)
+        if changed("scores", (snap.run, 0 if scored is None else len(scored))):
+            out.append(gr.LinePlot(value=scored, visible=scored is not None, label=live.scores_label(snap.metrics)))
+        else:
+            out.append(gr.skip())
         if changed("samples", (snap.run, snap.sample_step, snap.samples)):
             label = f"Latest samples · step {snap.sample_step}" if snap.sample_step is not None else "Latest samples"
             items = live.gallery_items(run, snap.sample_step, snap.samples) if run else []
-            out.append(gr.Gallery(value=items, label=label))
+            out.append(gr.Gallery(value=items, label=live.images_label(label, live.run_base_model(run))))
         else:
             out.append(gr.skip())
         if changed("error", (snap.run, snap.error)):
@@ -135,6 +191,7 @@ class TrainHandlers:
             out += [gr.skip()] * 3
         if changed("buttons", (snap.run, snap.status)):
             states = live.button_states(snap, self._run_has_prompts(run))
+            states["start"] = states["start"] and form_ok is not False
             out += [gr.Button(interactive=states[name]) for name in BUTTONS]
         else:
             out += [gr.skip()] * len(BUTTONS)
@@ -183,22 +240,29 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                     "sample": gr.Button("Sample now", interactive=states["sample"], min_width=112),
                     "save": gr.Button("Save now", interactive=states["save"], min_width=104),
                 }
+                test = gr.Button("Test setup", min_width=104)
             check = gr.Markdown("✓ Valid config", elem_id="config-check", label="Config check")
+            setup_report = gr.Markdown(elem_id="setup-report", label="Test setup")
             job = gr.HTML(live.job_html(snap), label="Job", elem_id="job", padding=False)
             with gr.Column(visible=False) as error_box:
                 error = gr.HTML(label="Error")
                 with gr.Accordion("Traceback", open=False):
                     traceback = gr.Code(language="python", label="Traceback", interactive=False, max_lines=40)
-            chart = gr.LinePlot(None, x="step", y="loss", color="series", label="Loss", elem_id="loss-chart",
-                                color_map={"raw": "#94a3b8", "smoothed": "#4f46e5"},
-                                x_title="step", y_title="loss")
+            with gr.Row(equal_height=True):
+                chart = gr.LinePlot(None, x="step", y="loss", color="series", label="Loss", elem_id="loss-chart",
+                                    color_map={"raw": "#94a3b8", "smoothed": "#4f46e5"},
+                                    x_title="step", y_title="loss")
+                score_chart = gr.LinePlot(None, x="step", y="score", color="metric", label="Validation scores",
+                                          elem_id="validation-chart", x_title="step", y_title="cosine",
+                                          visible=False)
             gallery = gr.Gallery(label="Latest samples", elem_id="latest-samples", columns=4, height=240,
                                  object_fit="contain", allow_preview=True)
     seen = gr.State({})
+    form_ok = gr.State(True)
 
     # 2. Events. Settings: a preset fills every field; any edit re-resolves the config.
     field_list = list(fields.values())
-    resolved = [yaml_view, cli_view, check]
+    resolved = [yaml_view, cli_view, buttons["start"], form_ok, check]
     preset.input(handlers.load_preset, preset, [preset, *field_list, run_name, *resolved], api_name="load_preset")
     gr.on([f.input for f in field_list] + [run_name.input], handlers.resolve_config, [preset, run_name], resolved,
           inputs_kwargs=fields, api_name="resolve_config", show_progress="hidden", trigger_mode="always_last")
@@ -207,22 +271,26 @@ def build(studio: Studio, tab: gr.Tab) -> None:
         handlers.resolve_config, [preset, run_name], resolved, inputs_kwargs=fields, api_visibility="private")
 
     # The job: every command refreshes the live view at once instead of waiting for the tick.
-    live_outputs = [studio.header_job, job, chart, gallery, error_box, error, traceback, *buttons.values(), seen]
-    refresh = dict(fn=handlers.poll, inputs=seen, outputs=live_outputs, concurrency_limit=None,
+    live_outputs = [studio.header_job, job, chart, score_chart, gallery, error_box, error, traceback,
+                    *buttons.values(), seen]
+    refresh = dict(fn=handlers.poll, inputs=[seen, form_ok], outputs=live_outputs, concurrency_limit=None,
                    show_progress="hidden", api_visibility="private")
-    studio.timer.tick(handlers.poll, seen, live_outputs, api_name="poll", concurrency_limit=None,
+    studio.timer.tick(handlers.poll, [seen, form_ok], live_outputs, api_name="poll", concurrency_limit=None,
                       show_progress="hidden")
-    started = buttons["start"].click(handlers.start, run_name, studio.notice, inputs_kwargs=fields, api_name="start")
-    started.success(handlers.suggest_name, preset, run_name, api_name="suggest_run_name")
+    # A refusal (bad setting, busy accelerator, taken name) is one line in the header's notice area.
+    started = buttons["start"].click(inputs=run_name, **refusing(handlers.start, studio.notice, studio.notice),
+                                     inputs_kwargs=fields, api_name="start")
+    started.success(handlers.suggest_name, [preset, run_name], run_name, api_name="suggest_run_name")
     started.then(**refresh)
+    test.click(inputs=None, **refusing(handlers.test_setup, setup_report, studio.notice), inputs_kwargs=fields,
+               api_name="test_setup")
     commands = {"pause": handlers.pause, "resume": handlers.resume, "stop": handlers.stop,
                 "sample": handlers.sample_now, "save": handlers.save_now}
     for name, fn in commands.items():
         buttons[name].click(fn, None, studio.notice, api_name=fn.__name__).then(**refresh)
     # What other tabs may fill in (Dataset → "Use for training") and how to re-resolve after they do.
-    studio.parts["train.fields"] = fields
-    studio.parts["train.resolve"] = dict(fn=handlers.resolve_config, inputs=[preset, run_name], outputs=resolved,
-                                         inputs_kwargs=fields, api_visibility="private")
+    studio.train = TrainLink(fields=fields, resolve=Step(handlers.resolve_config, [preset, run_name], resolved,
+                                                         inputs_kwargs=fields))
     studio.app.load(handlers.on_load, preset, [base, fields["data.dir"], run_name], api_name="on_load",
                     show_progress="hidden")
     studio.app.load(**refresh)

@@ -149,8 +149,8 @@ def _caption_with_model(
     """Caption `targets` in batches under the accelerator lock; unreadable images go to `skipped`."""
     import torch
 
-    from studio.engine.device import detect_device
-    from studio.engine.gpu_lock import ACCELERATOR
+    from studio.core.device import detect_device
+    from studio.core.lock import ACCELERATOR
 
     device = detect_device().torch_device
     # fp16 halves memory and time on CUDA; MPS garbles half-precision output, and the CPU is slower in it

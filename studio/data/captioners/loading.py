@@ -14,11 +14,11 @@ import contextlib
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+from studio.core.hub import hub_offline, is_hub_id
 from studio.data.captioners.base import TINY_RANDOM, CaptionerError
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,6 @@ _FOLDER_NAMES = {
     "florence-community/Florence-2-large": "florence2-large",
 }
 _PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt"}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _UI_HINT = "(Dataset tab: the Model field)"
 
 
@@ -78,7 +77,7 @@ def resolve_model(captioner: str, model: str | None, models_dir: Path) -> ModelS
         # a relative name stays inside the models folder: "../x" is not a way out of it
         if candidate.is_relative_to(root) and candidate.is_dir():
             return ModelSource(captioner, "folder", str(candidate), models_dir)
-    if _HUB_ID.match(name):
+    if is_hub_id(name):
         return ModelSource(captioner, "hub", name, models_dir)
     raise CaptionerError(
         f"{LABELS[captioner]} model {name!r} was not found: there is no folder {models_dir / CAPTIONERS_SUBDIR / name} "
@@ -99,8 +98,6 @@ def list_captioner_folders(models_dir: Path) -> list[str]:
 def open_source(source: ModelSource) -> tuple[str, bool]:
     """(what to pass to `from_pretrained`, local_files_only) after checking that the model is there,
     is the captioner's kind of model, and has safetensors weights. Builds tiny-random on first use."""
-    from studio.engine.models import hub_offline
-
     if source.kind == "tiny":
         from studio.data.captioners.tiny import tiny_captioner_dir
 
@@ -143,8 +140,6 @@ def hub_errors(source: ModelSource) -> Iterator[None]:
 
 
 def _hub_error(source: ModelSource, exc: OSError) -> CaptionerError:
-    from studio.engine.models import hub_offline
-
     repo = source.location
     folder_name = _FOLDER_NAMES.get(repo, repo.split("/")[-1])
     target = source.models_dir / CAPTIONERS_SUBDIR / folder_name

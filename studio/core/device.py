@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -94,3 +95,32 @@ def memory_bytes(device: torch.device) -> int:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak for `peak_memory_bytes` (CUDA only; MPS and the CPU have no resettable peak)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
+    """(bytes, what was measured): CUDA peak allocated since the last reset, MPS memory the driver holds
+    now, or the CPU process's peak resident set size (RSS) since it started."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "CUDA peak allocated"
+    if device.type == "mps":
+        return torch.mps.driver_allocated_memory(), "MPS driver allocated"
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (peak if sys.platform == "darwin" else peak * 1024), "peak RSS of this process"
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """An allocation failure on any device: CUDA's OutOfMemoryError, MPS's and the CPU allocator's
+    RuntimeErrors, or Python's MemoryError."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text
+                                              or "DefaultCPUAllocator" in text)
