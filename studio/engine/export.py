@@ -1,12 +1,18 @@
-"""LoRA files other tools load (DESIGN.md "LoRA files").
+"""Files other tools load (DESIGN.md "LoRA files"); `export_run` writes a run's checkpoint as any of them.
 
-webui / kohya `.safetensors` — read by AUTOMATIC1111, ComfyUI, kohya tools and diffusers:
-  `lora_unet_<diffusers path>` (SD1.5) or `lora_unet_<LDM path>` (SDXL, as kohya's SDXL trainer
-  names them), `lora_te_…` / `lora_te1_…` / `lora_te2_…` with the `text_model_` segment that
-  transformers 5 dropped from module paths; `.lora_down.weight`, `.lora_up.weight` and `.alpha`
-  (the trained alpha — diffusers' own converter writes the rank, which changes the strength);
-  `ss_*` and `modelspec.*` metadata; and an AUTOMATIC1111 sidecar `<name>.json`.
-diffusers / PEFT — `pytorch_lora_weights.safetensors` with adapter metadata so alpha survives.
+| format       | what                                                                  | `--out`          |
+|--------------|-----------------------------------------------------------------------|------------------|
+| `webui`      | kohya `lora_unet_…` / `lora_te…` file, `<name>.json`, `.preview.png`  | FILE.safetensors |
+| `diffusers`  | the PEFT layout `save_lora_weights` writes, with adapter metadata      | FILE.safetensors |
+| `pipeline`   | a diffusers folder with the LoRA fused in (`merge.py`)                | DIR              |
+| `checkpoint` | a single-file LDM checkpoint with the LoRA fused in, `.preview.png`   | FILE.safetensors |
+
+webui names: `lora_unet_<diffusers path>` (SD1.5) or `lora_unet_<LDM path>` (SDXL, as kohya's SDXL
+trainer names them), `lora_te_…` / `lora_te1_…` / `lora_te2_…` with the `text_model_` segment that
+transformers 5 dropped from module paths; `.lora_down.weight`, `.lora_up.weight` and `.alpha` (the
+trained alpha — diffusers' own converter writes the rank, which changes the strength); kohya's
+metadata (`lora_metadata.py`). diffusers: `unet.…`, `text_encoder.text_model.…`,
+`text_encoder_2.text_model.…` `.lora_A/.lora_B.weight`, adapter metadata so alpha survives a reload.
 """
 
 from __future__ import annotations
@@ -14,27 +20,38 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import torch
 from safetensors.torch import save_file
 
 from studio.config import RunConfig
-from studio.data.atomic import write_json_atomic
-from studio.engine.checkpoints import LoraWeights
-from studio.engine.ldm_convert import unet_ldm_module_names, unet_to_ldm
+from studio.core.atomic import write_json_atomic
+from studio.engine.checkpoints import STATE_FILE, LoraWeights
+from studio.engine.ldm_convert import text_model_path, unet_ldm_module_names, unet_to_ldm
 from studio.engine.lora import TEXT_ENCODER, lora_config, unet_targets
+from studio.engine.lora_metadata import ModelCard, kohya_hashes, webui_metadata
+from studio.engine.previews import default_preview, place_preview, thumbnail_data_uri
+from studio.engine.runs import Checkpoint, RunFolder
+
+Format = Literal["webui", "diffusers", "pipeline", "checkpoint"]
+FORMATS: tuple[Format, ...] = ("webui", "diffusers", "pipeline", "checkpoint")
+MERGED_FORMATS: tuple[Format, ...] = ("pipeline", "checkpoint")
+Preview = Path | Literal["auto", "none"]
+"""A sample image for `<name>.preview.png` and `modelspec.thumbnail`: `auto` (the exported step's
+first sample, or the nearest step's), `none`, or an image file."""
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 WEBUI_PREFIX = {("sd15", "unet"): "lora_unet", ("sd15", "text_encoder"): "lora_te",
                 ("sdxl", "unet"): "lora_unet", ("sdxl", "text_encoder"): "lora_te1",
                 ("sdxl", "text_encoder_2"): "lora_te2"}
-ARCHITECTURE = {"sd15": "stable-diffusion-v1/lora", "sdxl": "stable-diffusion-xl-v1-base/lora"}
-BASE_VERSION = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}
 UNET_CONFIG_FILE = "unet_config.json"
 """Saved in the run folder at the start: SDXL key names need the UNet layout, not the model."""
+DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 
 
 def _module_and_kind(peft_key: str) -> tuple[str, str]:
@@ -49,7 +66,7 @@ def webui_module_name(family: str, part: str, module: str, ldm_names: Mapping[st
     if part == "unet":
         path = unet_to_ldm(module, ldm_names) if family == "sdxl" else module
     else:
-        path = module if module.startswith("text_model.") else f"text_model.{module}"
+        path = text_model_path(module)
     return f"{WEBUI_PREFIX[(family, part)]}_{path.replace('.', '_')}"
 
 
@@ -66,59 +83,6 @@ def to_webui_state_dict(weights: LoraWeights, family: str, alpha: float, unet_co
     return out
 
 
-def tag_frequency(captions: list[str]) -> dict[str, int]:
-    """kohya's `ss_tag_frequency`: how often each comma-separated tag appears in the captions."""
-    freq: dict[str, int] = {}
-    for caption in captions:
-        for tag in (t.strip() for t in caption.split(",")):
-            if tag:
-                freq[tag] = freq.get(tag, 0) + 1
-    return freq
-
-
-def webui_metadata(config: RunConfig, *, name: str, step: int, tag_frequency: Mapping[str, int]) -> dict[str, str]:
-    """kohya's `ss_*` keys (what A1111 / civitai show) and the `modelspec.*` standard."""
-    family, res = config.model.family, config.data.resolution
-    te_lr = config.optim.text_encoder_lr or config.optim.learning_rate / 2
-    meta = {
-        "ss_base_model_version": BASE_VERSION[family],
-        "ss_network_module": "networks.lora",
-        "ss_network_dim": str(config.lora.rank),
-        "ss_network_alpha": str(config.lora.alpha),
-        "ss_network_dropout": str(config.lora.dropout),
-        "ss_output_name": name,
-        "ss_sd_model_name": config.model.base,
-        "ss_tag_frequency": json.dumps({Path(config.data.dir).name or "data": dict(tag_frequency)}),
-        "ss_resolution": f"({res}, {res})",
-        "ss_learning_rate": str(config.optim.learning_rate),
-        "ss_unet_lr": str(config.optim.learning_rate),
-        "ss_text_encoder_lr": str(te_lr if config.lora.train_text_encoder else 0),
-        "ss_network_train_unet_only": str(not config.lora.train_text_encoder),
-        "ss_lr_scheduler": config.optim.scheduler,
-        "ss_lr_warmup_steps": str(config.optim.warmup_steps),
-        "ss_max_train_steps": str(config.train.max_steps),
-        "ss_steps": str(step),
-        "ss_batch_size_per_device": str(config.train.batch_size),
-        "ss_gradient_accumulation_steps": str(config.train.grad_accumulation),
-        "ss_mixed_precision": config.train.precision,
-        "ss_seed": str(config.train.seed),
-        "ss_min_snr_gamma": str(config.train.min_snr_gamma),
-        "ss_noise_offset": str(config.train.noise_offset),
-        "ss_training_comment": "trained with LoRA Studio",
-        "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": ARCHITECTURE[family],
-        "modelspec.implementation": "https://github.com/Stability-AI/generative-models" if family == "sdxl"
-        else "diffusers",
-        "modelspec.title": name,
-        "modelspec.resolution": f"{res}x{res}",
-        "modelspec.date": dt.date.today().isoformat(),
-        "modelspec.prediction_type": "epsilon",
-    }
-    if config.data.trigger_word:
-        meta["modelspec.trigger_phrase"] = config.data.trigger_word
-    return meta
-
-
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -131,15 +95,36 @@ def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
         raise
 
 
-def save_webui_lora(path: Path, weights: LoraWeights, config: RunConfig, unet_config: Mapping[str, Any], *,
-                    name: str, step: int, tag_frequency: Mapping[str, int]) -> Path:
-    tensors = to_webui_state_dict(weights, config.model.family, config.lora.alpha, unet_config,
-                                  DTYPES[config.save.dtype])
-    _save_atomic(tensors, path, webui_metadata(config, name=name, step=step, tag_frequency=tag_frequency))
+def preview_image(run: RunFolder, step: int, preview: Preview) -> Path | None:
+    """The image `preview` names for a file of `step` (None: no preview)."""
+    if preview == "none":
+        return None
+    if preview == "auto":
+        sample = default_preview(run, step)
+        return sample.path if sample else None
+    path = Path(preview)
+    if not path.is_file():
+        raise FileNotFoundError(f"preview image {path} does not exist")
     return path
 
 
-def write_sidecar(lora_file: Path, config: RunConfig, preferred_weight: float = 1.0) -> Path:
+def save_webui_lora(path: Path, weights: LoraWeights, config: RunConfig, run: RunFolder, *, step: int,
+                    preview: Preview = "auto", card: ModelCard | None = None,
+                    saved_at: dt.datetime | None = None) -> Path:
+    """The webui file of `run` at `step`, with kohya's metadata, its hashes and a preview beside it."""
+    unet_config = json.loads((run.path / UNET_CONFIG_FILE).read_text(encoding="utf-8"))
+    tensors = to_webui_state_dict(weights, config.model.family, config.lora.alpha, unet_config,
+                                  DTYPES[config.save.dtype])
+    image = preview_image(run, step, preview)
+    thumbnail = thumbnail_data_uri(image) if image else None
+    metadata = webui_metadata(config, run, name=run.name, step=step, saved_at=saved_at, thumbnail=thumbnail, card=card)
+    metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = kohya_hashes(tensors, metadata)
+    _save_atomic(tensors, path, metadata)
+    place_preview(image, path)
+    return path
+
+
+def write_sidecar(lora_file: Path, config: RunConfig, step: int, preferred_weight: float = 1.0) -> Path:
     """AUTOMATIC1111's per-LoRA user metadata: activation text and preferred weight."""
     sidecar = lora_file.with_suffix(".json")
     write_json_atomic(sidecar, {
@@ -148,13 +133,21 @@ def write_sidecar(lora_file: Path, config: RunConfig, preferred_weight: float = 
         "activation text": config.data.trigger_word,
         "preferred weight": preferred_weight,
         "negative text": config.sample.negative_prompt,
-        "notes": f"rank {config.lora.rank}, alpha {config.lora.alpha}, {config.train.max_steps} steps",
+        "notes": f"step {step} of {config.train.max_steps}, rank {config.lora.rank}, alpha {config.lora.alpha}",
     })
     return sidecar
 
 
-def save_diffusers_lora(folder: Path, weights: LoraWeights, config: RunConfig) -> Path:
-    """`pytorch_lora_weights.safetensors` in diffusers' layout, with adapter metadata (keeps alpha)."""
+def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: (sorted(v) if isinstance(v, set) else v) for k, v in meta.items()}
+
+
+def save_diffusers_lora(path: Path, weights: LoraWeights, config: RunConfig) -> Path:
+    """The LoRA in the PEFT layout diffusers' `save_lora_weights` writes, at exactly `path`.
+
+    Text-encoder keys get the `text_model.` level (`text_encoder.text_model.encoder.layers.…`) that
+    transformers-4 loaders and ComfyUI expect; diffusers reads it with either transformers.
+    """
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     cls = StableDiffusionXLPipeline if config.model.family == "sdxl" else StableDiffusionPipeline
@@ -164,42 +157,100 @@ def save_diffusers_lora(folder: Path, weights: LoraWeights, config: RunConfig) -
     kwargs: dict[str, Any] = {}
     for part in ("unet", "text_encoder", "text_encoder_2"):
         if part in weights.parts:
-            kwargs[f"{part}_lora_layers"] = {k: v.to(dtype) for k, v in weights.parts[part].items()}
+            name = (lambda k: k) if part == "unet" else text_model_path
+            kwargs[f"{part}_lora_layers"] = {name(k): v.to(dtype) for k, v in weights.parts[part].items()}
             kwargs[f"{part}_lora_adapter_metadata"] = _jsonable(unet_meta if part == "unet" else te_meta)
-    folder.mkdir(parents=True, exist_ok=True)
-    cls.save_lora_weights(str(folder), safe_serialization=True, **kwargs)
-    return folder / "pytorch_lora_weights.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        cls.save_lora_weights(str(tmp), safe_serialization=True, weight_name=path.name, **kwargs)
+        os.replace(tmp / path.name, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
-def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
-    return {k: (sorted(v) if isinstance(v, set) else v) for k, v in meta.items()}
+# --- export_run ------------------------------------------------------------------------------------
 
-
-def export_run(run, fmt: str = "webui", step: int | None = None, out: Path | None = None) -> Path:
-    """Write a run's LoRA (a checkpoint's, or the latest) in `webui` or `diffusers` format; returns the file."""
-    from studio.engine.checkpoints import load_checkpoint
-
+def find_checkpoint(run: RunFolder, step: int | None) -> Checkpoint:
+    """Checkpoint `step` of `run` (None: the latest)."""
     ckpts = run.checkpoints()
     if not ckpts:
         raise FileNotFoundError(f"run {run.name} has no complete checkpoint to export")
     if step is None:
-        ckpt = ckpts[-1]
-    else:
-        matches = [c for c in ckpts if c.step == step]
-        if not matches:
-            raise FileNotFoundError(f"run {run.name} has no checkpoint at step {step} "
-                                    f"(available: {', '.join(str(c.step) for c in ckpts)})")
-        ckpt = matches[0]
-    weights, _, _ = load_checkpoint(ckpt)
+        return ckpts[-1]
+    for ckpt in ckpts:
+        if ckpt.step == step:
+            return ckpt
+    raise FileNotFoundError(f"run {run.name} has no checkpoint at step {step} "
+                            f"(available: {', '.join(str(c.step) for c in ckpts)})")
+
+
+def _scale_tag(scale: float) -> str:
+    return "" if scale == 1.0 else f"-x{scale:g}"
+
+
+def default_out(run: RunFolder, fmt: Format, step: int, scale: float = 1.0) -> Path:
+    """Where an export goes without `--out`: `outputs/<run>/exports/…`."""
+    stem = run.path / "exports" / f"{run.name}-step{step:06d}"
+    return {"webui": stem.with_name(f"{stem.name}.safetensors"),
+            "diffusers": stem.with_name(f"{stem.name}-diffusers") / DIFFUSERS_FILE,
+            "pipeline": stem.with_name(f"{stem.name}-pipeline{_scale_tag(scale)}"),
+            "checkpoint": stem.with_name(f"{stem.name}-merged{_scale_tag(scale)}.safetensors")}[fmt]
+
+
+def check_out(fmt: str, out: Path) -> Path:
+    """`--out` is the file for every file format and a folder only for `pipeline`."""
+    out = Path(out).expanduser()
+    if fmt == "pipeline":
+        if out.suffix == ".safetensors":
+            raise ValueError(f"--out {out}: --format pipeline writes a folder; give a folder path, "
+                             "or use --format checkpoint for one .safetensors file")
+        if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file()):
+            raise ValueError(f"--out {out} already exists and is not a diffusers pipeline folder: "
+                             "choose a new folder (an earlier pipeline export there is replaced)")
+    elif out.is_dir():
+        raise ValueError(f"--out {out} is a folder; --format {fmt} writes one file: give FILE.safetensors")
+    elif out.suffix != ".safetensors":
+        raise ValueError(f"--out {out}: --format {fmt} writes one file; give a path ending in .safetensors")
+    return out
+
+
+def _saved_at(ckpt: Checkpoint) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(json.loads((ckpt.path / STATE_FILE).read_text(encoding="utf-8"))["time"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def export_run(run: RunFolder, fmt: str = "webui", step: int | None = None, out: Path | None = None, *,
+               scale: float = 1.0, preview: Preview = "auto", card: ModelCard | None = None,
+               models_dir: Path | None = None, progress: Callable[[str, int, int], None] | None = None) -> Path:
+    """Write checkpoint `step` (default: the latest) of `run` in `fmt`; returns the file (or folder).
+
+    `scale` is the LoRA weight fused into the merged formats; `preview` and `card` go into the
+    webui and checkpoint files; `progress(what, done, total)` follows a merged export.
+    """
+    from studio.engine.checkpoints import load_checkpoint
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt not in MERGED_FORMATS and scale != 1.0:
+        raise ValueError(f"--scale applies to the merged formats ({', '.join(MERGED_FORMATS)}); a {fmt} LoRA file "
+                         "keeps its trained strength and takes a weight where it is loaded")
+    ckpt = find_checkpoint(run, step)
+    path = check_out(fmt, out) if out is not None else default_out(run, fmt, ckpt.step, scale)
     config = run.config()
+    if fmt in MERGED_FORMATS:
+        from studio.engine.merge import export_merged
+
+        image = preview_image(run, ckpt.step, preview) if fmt == "checkpoint" else None
+        return export_merged(run, ckpt, fmt, path, scale=scale, preview=image, card=card, models_dir=models_dir,
+                             progress=progress)
+    weights, _, _ = load_checkpoint(ckpt)
     if fmt == "webui":
-        path = Path(out) if out else run.path / "exports" / f"{run.name}-step{ckpt.step:06d}.safetensors"
-        unet_config = json.loads((run.path / UNET_CONFIG_FILE).read_text(encoding="utf-8"))
-        save_webui_lora(path, weights, config, unet_config, name=run.name, step=ckpt.step,
-                        tag_frequency=run.read_status().get("tag_frequency", {}))
-        write_sidecar(path, config)
+        save_webui_lora(path, weights, config, run, step=ckpt.step, preview=preview, card=card,
+                        saved_at=_saved_at(ckpt))
+        write_sidecar(path, config, ckpt.step)
         return path
-    if fmt == "diffusers":
-        folder = Path(out) if out else run.path / "exports" / f"{run.name}-step{ckpt.step:06d}-diffusers"
-        return save_diffusers_lora(folder, weights, config)
-    raise ValueError(f"format must be webui or diffusers, got {fmt!r}")
+    return save_diffusers_lora(path, weights, config)

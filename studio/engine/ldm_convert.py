@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from studio.engine.safetensors_stream import ByteProgress, write_safetensors
 from studio.engine.tiny import Family
 
 UNET_PREFIX = "model.diffusion_model."
@@ -21,6 +22,7 @@ VAE_PREFIX = "first_stage_model."
 SD15_TEXT_PREFIX = "cond_stage_model.transformer.text_model."
 SDXL_TEXT1_PREFIX = "conditioner.embedders.0.transformer.text_model."
 SDXL_TEXT2_PREFIX = "conditioner.embedders.1.model."
+TEXT_MODEL = "text_model."
 
 # Inside a resnet the leaf layers are renamed; inside a transformer block the names are the same.
 _UNET_RESNET_LEAVES = {
@@ -135,6 +137,16 @@ def _vae_to_ldm(state_dict: Mapping[str, torch.Tensor], n_blocks: int) -> dict[s
     return out
 
 
+def text_model_path(path: str) -> str:
+    """A CLIP text-encoder module or weight path in its transformers-4 form, `text_model.encoder.…`.
+
+    transformers 5 dropped the `text_model.` level from `CLIPTextModel` (not from
+    `CLIPTextModelWithProjection`); LoRA files, diffusers pipeline folders that transformers-4
+    loaders read, and ComfyUI's key map all expect it.
+    """
+    return path if path.startswith((TEXT_MODEL, "text_projection")) else TEXT_MODEL + path
+
+
 def _clip_to_ldm(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """transformers CLIPTextModel weights → `<prefix>…` (transformers 5 dropped `text_model.`)."""
     return {prefix + k.removeprefix("text_model."): v for k, v in state_dict.items()}
@@ -186,16 +198,14 @@ def single_file_state_dict(pipeline, family: Family) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_single_file(pipeline, path: Path, family: Family) -> Path:
-    """Write `pipeline` as one original-LDM-format `.safetensors` file (what A1111 / ComfyUI load)."""
-    from safetensors.torch import save_file
+def save_single_file(pipeline, path: Path, family: Family, *, metadata: Mapping[str, str] | None = None,
+                     progress: ByteProgress | None = None) -> Path:
+    """Write `pipeline` as one original-LDM-format `.safetensors` file (what A1111 / ComfyUI load).
 
+    Streamed tensor by tensor in the pipeline's own dtype: no second copy of the model in memory.
+    """
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: a single-file checkpoint is written as .safetensors")
-    tensors = {k: v.detach().contiguous() for k, v in single_file_state_dict(pipeline, family).items()}
     architecture = {"sd15": "stable-diffusion-v1", "sdxl": "stable-diffusion-xl-v1-base"}[family]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "modelspec.architecture": architecture})
-    tmp.replace(path)
-    return path
+    header = {"format": "pt", "modelspec.architecture": architecture} | dict(metadata or {})
+    return write_safetensors(path, single_file_state_dict(pipeline, family), header, progress=progress)
