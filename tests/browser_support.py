@@ -1,16 +1,14 @@
 """What the browser tests share: Debian chromium driven by Playwright, their marks, the page size,
 the field lookup and screenshots. The `browser` fixture itself lives in conftest.py.
 
-Screenshots go to test-artifacts/ (git-ignored); with UPDATE_SCREENSHOTS=1 the README's copies in
-docs/screenshots/ are rewritten too.
+Screenshots go to test-artifacts/ (git-ignored); the README's come from docs/screenshots.py, on a
+run trained to the end.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -28,7 +26,6 @@ VIEWPORT = {"width": 1440, "height": 1000}
 TIMEOUT_MS = 90_000
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
-DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 
 
 @contextlib.contextmanager
@@ -48,10 +45,6 @@ def field(page, label: str):
     return page.get_by_label(re.compile(rf"^\s*{re.escape(label)}(\s|$)")).filter(visible=True)
 
 
-def screenshot(page, name: str, docs_name: str | None = None) -> None:
+def screenshot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    if docs_name and os.environ.get("UPDATE_SCREENSHOTS") == "1":
-        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, DOCS_SCREENSHOTS / docs_name)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))

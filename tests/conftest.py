@@ -11,6 +11,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # one torch thread per test process: on 2 shared cores more threads only fight each other
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("LORA_STUDIO_CACHE", tempfile.mkdtemp(prefix="lora-studio-cache-"))
+# the machine-wide accelerator lock of this test session only (a studio running beside the tests, or
+# another test session, holds its own)
+os.environ.setdefault("LORA_STUDIO_LOCK_DIR", tempfile.mkdtemp(prefix="lora-studio-lock-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -77,7 +80,10 @@ def train_tiny_run(outputs: Path, name: str = "tiny-run", *overrides: str):
     from studio.engine.runs import RunFolder
     from studio.engine.train import run_training
 
-    config = load_config("tiny-demo", ["train.max_steps=8", "train.batch_size=2", "save.every_steps=4",
+    # the demo preset on the random-weights tiny-sd15 (the preset's toy-sd15 is for quality tests)
+    config = load_config("tiny-demo", ["model.base=tiny-sd15", "lora.rank=4", "lora.alpha=4",
+                                       "lora.targets=attention", "train.max_steps=8", "train.batch_size=2",
+                                       "save.every_steps=4",
                                        "save.keep_last=5", "sample.every_steps=0", "optim.warmup_steps=0",
                                        *overrides])
     run = RunFolder.create(outputs, name, config)
@@ -93,8 +99,29 @@ def finished_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    """Debian chromium through Playwright, one per test module (see browser_support.py)."""
-    from browser_support import launch_chromium
+    """Debian chromium through Playwright, one per test module (see browser_support.py).
 
+    Every `expect` waits up to TIMEOUT_MS for its state (Playwright's own default, 5 s, is shorter
+    than a Start on a busy 2-core machine), and every page action likewise."""
+    from playwright.sync_api import expect
+
+    from browser_support import TIMEOUT_MS, launch_chromium
+
+    expect.set_options(timeout=TIMEOUT_MS)
     with launch_chromium() as chromium:
-        yield chromium
+        yield _PatientBrowser(chromium, TIMEOUT_MS)
+
+
+class _PatientBrowser:
+    """The browser, whose new pages wait `timeout_ms` for an element before an action fails."""
+
+    def __init__(self, chromium, timeout_ms: int) -> None:
+        self._chromium, self._timeout_ms = chromium, timeout_ms
+
+    def new_page(self, **kwargs):
+        page = self._chromium.new_page(**kwargs)
+        page.set_default_timeout(self._timeout_ms)
+        return page
+
+    def __getattr__(self, name):
+        return getattr(self._chromium, name)

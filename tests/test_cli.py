@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = ["train", "resume", "export", "caption", "compare", "score", "generate", "check", "bench"]
+COMMANDS = ["train", "resume", "runs", "export", "caption", "compare", "score", "generate", "check", "bench"]
 
 
 def studio(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -101,7 +101,9 @@ def test_check_fails_with_the_reason_when_training_cannot_start(tmp_path):
 def test_check_with_the_demo_preset_is_ready(tmp_path):
     result = studio("--outputs", str(tmp_path / "out"), "check", "--preset", "tiny-demo")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "tiny-sd15 (tiny, sd15)" in result.stdout and "Ready to train." in result.stdout
+    assert "toy-sd15 (builtin, sd15)" in result.stdout and "Ready to train." in result.stdout
+    assert result.stdout.count("eady to train") == 1, result.stdout  # one verdict, at the end
+    assert result.stdout.rstrip().endswith("Ready to train.")
 
 
 def test_bench_prints_figures_for_both_loops(tmp_path):
@@ -116,6 +118,6 @@ def test_grid_bench_prints_cold_and_warm_figures():
     result = studio("bench", "--grids", "--repeats", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("grid bench: tiny-sd15, 64×64 px, 2 rows × 3 columns (prompt only, step 2 · ×1, step 4")
+    assert lines[0].startswith("grid bench: toy-sd15, 64×64 px, 2 rows × 3 columns (prompt only, step 2 · ×1, step 4")
     assert any(line.startswith("cold ") for line in lines) and any(line.startswith("warm ") for line in lines)
     assert re.search(r"warm grids are \d+\.\d\d× faster", result.stdout)

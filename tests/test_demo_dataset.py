@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from studio.core.tokenizer import clip_tokenizer
 from studio.data import demo
 from studio.data.dataset import BUILTIN_DEMO, resolve_data_dir, scan_dataset
 from studio.data.demo import DEMO_CLASS, DEMO_TRIGGER, demo_dataset_dir, generate_demo_dataset
 from studio.data.report import build_report
-from studio.engine.tokenizer import clip_tokenizer
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""CLIP-I / CLIP-T / DINO scoring checked against a direct computation with the same tiny backbones.
+"""CLIP-I / CLIP-T / DINO / consistency scoring checked against a direct computation with the same tiny
+backbones.
 
 Grids are built by hand here (manifest.json + PNGs in the documented format), so these tests do not
-depend on the grid generator.
+depend on the grid generator. `write_grid` writes the version-1 manifest (no column kinds, no row
+prompts): old grids keep scoring.
 """
 
 import json
@@ -13,9 +15,9 @@ import torch
 from PIL import Image
 
 from studio.config import load_config
+from studio.core.lock import ACCELERATOR, AcceleratorBusy
 from studio.data.demo import demo_dataset_dir
 from studio.data.images import load_image
-from studio.engine.gpu_lock import ACCELERATOR, AcceleratorBusy
 from studio.engine.runs import RunFolder
 from studio.eval.backbones import (
     CLIP_DEFAULT,
@@ -26,6 +28,7 @@ from studio.eval.backbones import (
     load_clip,
     load_dino,
 )
+from studio.eval.metrics import consistency_threshold
 from studio.eval.scoring import clip_t_prompt, load_scores, reference_images, score_grid
 
 TINY = {"clip": TINY_RANDOM, "dino": TINY_RANDOM}
@@ -144,8 +147,11 @@ def test_scores_json_is_written_beside_the_grid_in_the_documented_format(run, sc
     assert [(c["column"], c["label"], c["step"], c["scale"]) for c in scored["columns"]] == \
         [(0, "prompt only", None, 0.0), (1, "step 4 · ×1", 4, 1.0), (2, "final · ×0.5", 8, 0.5)]
     first = scored["images"][0]
-    assert set(first) >= {"file", "column", "label", "step", "scale", "prompt", "clip_prompt", "seed",
-                          "clip_i", "clip_t", "dino"}
+    assert set(first) >= {"file", "column", "label", "kind", "step", "scale", "prompt", "row_prompt", "clip_prompt",
+                          "seed", "clip_i", "clip_t", "dino", "consistent"}
+    assert [c["kind"] for c in scored["columns"]] == ["prompt_only", "lora", "lora"]
+    assert all(0 <= c["consistency"] <= 1 for c in scored["columns"])
+    assert scored["consistency"]["metric"] == "dino" and scored["consistency"]["references"] == 16
     assert (first["file"], first["column"], first["seed"]) == ("r00-c00.png", 0, 1)
     rec = scored["recommendation"]
     assert rec["step"] in (4, 8) and rec["reason"].startswith("[random weights — numbers mean nothing]")
@@ -158,13 +164,25 @@ def test_the_same_grid_scored_twice_gives_identical_numbers(run, scored):
         assert again[key] == scored[key]
 
 
+def test_the_references_own_clip_t_equals_a_direct_computation(run, scored):
+    """The recommendation's prompt floor: each training image against its own caption (trigger replaced)."""
+    config = run.config()
+    pairs = [(image, image.with_suffix(".txt").read_text(encoding="utf-8").strip())
+             for image in sorted(demo_dataset_dir().glob("*.png"))]
+    by_hand = sum(float(clip_image(image) @ clip_text(clip_t_prompt(caption, config.data.trigger_word,
+                                                                   config.data.class_phrase)))
+                  for image, caption in pairs) / len(pairs)
+    assert scored["references"]["captioned"] == len(pairs) == 16
+    assert scored["references"]["clip_t"] == pytest.approx(by_hand, abs=1e-6)
+
+
 def test_reference_folder_replaces_the_training_images(run, scored, tmp_path):
     refs = tmp_path / "refs"
     refs.mkdir()
     for i, colour in enumerate([(200, 30, 30), (30, 30, 200)]):
         Image.new("RGB", (48, 48), colour).save(refs / f"ref{i}.png")
     result = score_grid(run, "grid-a", refs=refs, **TINY)
-    assert result["references"] == {"folder": str(refs), "count": 2}
+    assert result["references"] == {"folder": str(refs), "count": 2, "clip_t": None, "captioned": 0}  # no captions
     entry = result["images"][0]
     by_hand = sum(float(clip_image(run.grids_dir / "grid-a" / entry["file"]) @ clip_image(p))
                   for p in sorted(refs.glob("*.png"))) / 2
@@ -197,7 +215,7 @@ def test_clip_t_prompt(prompt, trigger, phrase, expected):
 def test_missing_or_broken_grids_are_named(run, tmp_path):
     with pytest.raises(FileNotFoundError, match="no grid 'nope'.*grids: grid-a"):
         score_grid(run, "nope", **TINY)
-    with pytest.raises(ValueError, match="must be the name of a folder"):
+    with pytest.raises(ValueError, match="grid name '../r' must be"):
         score_grid(run, "../r", **TINY)
     broken = write_grid(run, "broken")
     (broken / "r00-c01.png").unlink()
@@ -241,7 +259,7 @@ def test_unknown_backbones_say_what_is_accepted(tmp_path):
         load_clip("clip")
     with pytest.raises(BackboneError, match="weights file .*missing.bin does not exist"):
         load_clip(f"ViT-B-32-quickgelu/{tmp_path / 'missing.bin'}")
-    with pytest.raises(BackboneError, match="not one of dino-vits16, tiny-random and no such file"):
+    with pytest.raises(BackboneError, match="not one of dino-vits16, none, tiny-random and no such file"):
         load_dino(str(tmp_path / "nothing-here"))
 
 
@@ -280,3 +298,63 @@ def test_a_manifest_without_what_scoring_needs_is_refused(run):
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(ValueError, match="no-prompts/manifest.json: image entry .* lacks prompt"):
         score_grid(run, "no-prompts", **TINY)
+
+
+def test_consistency_is_the_share_above_the_references_leave_one_out_threshold(run, scored):
+    refs = reference_images(run)
+    ref_dino = torch.stack([dino_image(p) for p in refs]).double()
+    sims = ref_dino @ ref_dino.T
+    loo = [(float(sims[j].sum()) - float(sims[j, j])) / (len(refs) - 1) for j in range(len(refs))]
+    threshold = min(loo)
+    assert scored["consistency"]["threshold"] == pytest.approx(threshold, abs=1e-9)
+    assert scored["consistency"]["reference_mean"] == pytest.approx(sum(loo) / len(loo), abs=1e-9)
+    # every reference clears it, by construction: the references themselves would be 100 % consistent
+    assert all(value >= threshold for value in loo)
+    for entry in scored["images"]:
+        assert entry["consistent"] == (entry["dino"] >= threshold)
+    for col in scored["columns"]:
+        members = [e for e in scored["images"] if e["column"] == col["column"]]
+        assert col["consistency"] == pytest.approx(sum(e["consistent"] for e in members) / len(members))
+    assert consistency_threshold(ref_dino.float()).value == pytest.approx(threshold, abs=1e-6)
+
+
+def test_without_dino_consistency_uses_clip_i_and_one_reference_gives_none(run, tmp_path):
+    clip_only = score_grid(run, "grid-a", clip=TINY_RANDOM, dino="none")
+    assert clip_only["consistency"]["metric"] == "clip_i"
+    assert all(e["consistent"] == (e["clip_i"] >= clip_only["consistency"]["threshold"]) for e in clip_only["images"])
+    one = tmp_path / "one"
+    one.mkdir()
+    Image.new("RGB", (48, 48), (200, 30, 30)).save(one / "ref.png")
+    lonely = score_grid(run, "grid-a", refs=one, **TINY)
+    assert lonely["consistency"]["threshold"] is None and "at least 2 reference images" in lonely["consistency"]["note"]
+    assert all(c["consistency"] is None for c in lonely["columns"])
+    score_grid(run, "grid-a", **TINY)  # leave the module's scores.json as the other tests expect
+
+
+def test_baseline_and_external_cells_are_scored_against_the_rows_prompt(run):
+    folder = write_grid(run, "v2-grid")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["version"], manifest["baseline_prompts"] = 2, ["a long storybook description of a robot"] * 2
+    manifest["columns"] = [{"kind": "prompt_only", "label": "baseline prompt", "step": None, "scale": 0.0, "lora": None},
+                           COLUMNS[1] | {"kind": "lora"},
+                           {"kind": "external", "label": "Freepik", "step": None, "scale": 0.0, "lora": None,
+                            "source": "/somewhere"}]
+    for image in manifest["images"]:
+        image["row_prompt"] = image["prompt"]
+        if image["column"] == 0:
+            image["prompt"] = "a long storybook description of a robot"
+        if image["column"] == 2:
+            image |= {"seed": None, "step": None, "scale": 0.0, "lora": None, "label": "Freepik", "source": "/x.png"}
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    scores = score_grid(run, "v2-grid", **TINY)
+    for entry in scores["images"]:
+        assert entry["clip_prompt"] == clip_t_prompt(entry["row_prompt"], "ohwx", "toy robot")
+        image = clip_image(folder / entry["file"])
+        assert entry["clip_t"] == pytest.approx(float(image @ clip_text(entry["clip_prompt"])), abs=1e-6)
+    baseline_cell = next(e for e in scores["images"] if e["column"] == 0)
+    assert baseline_cell["prompt"] != baseline_cell["row_prompt"]
+    assert [(c["kind"], c["label"]) for c in scores["columns"]] == [("prompt_only", "baseline prompt"),
+                                                                    ("lora", "step 4 · ×1"), ("external", "Freepik")]
+    assert scores["columns"][2]["consistency"] is not None and scores["columns"][2]["source"] == "/somewhere"
+    assert scores["baseline_prompts"] == manifest["baseline_prompts"]
+    assert scores["recommendation"]["label"] == "step 4 · ×1", "an external column is never recommended"

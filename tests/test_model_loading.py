@@ -141,7 +141,7 @@ def test_single_file_is_recognised_by_diffusers(family):
 
 
 def test_resolve_tiny():
-    assert resolve_base("tiny-sdxl") == ModelSource("tiny", "tiny-sdxl", "sdxl")
+    assert resolve_base("tiny-sdxl") == ModelSource("builtin", "tiny-sdxl", "sdxl")
 
 
 def test_resolve_local_folder_and_file(models_dir, monkeypatch):

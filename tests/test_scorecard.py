@@ -105,11 +105,14 @@ def test_scorecard_text_names_backbones_marks_the_baseline_and_recommends():
     assert "CLIP-I and CLIP-T: CLIP ViT-B-32-quickgelu/openai" in text and "DINO: dino-vits16" in text
     assert "random weights" not in text
     header = next(line for line in lines if line.startswith("column"))
-    assert header.split() == ["column", "step", "scale", "CLIP-I", "DINO", "CLIP-T", "ΔCLIP-T", "images"]
+    assert header.split() == ["column", "step", "scale", "CLIP-I", "DINO", "CLIP-T", "ΔCLIP-T", "consistent",
+                              "images"]
     baseline = next(line for line in lines if line.startswith("prompt only"))
-    assert baseline.split() == ["prompt", "only", "(baseline)", "–", "0", "0.700", "0.400", "0.300", "2"]
+    # scores.json written before consistency existed: "–", and a line that says to score again
+    assert baseline.split() == ["prompt", "only", "(baseline)", "–", "0", "0.700", "0.400", "0.300", "–", "2"]
     row = next(line for line in lines if line.startswith("step 1000"))
-    assert row.split() == ["step", "1000", "·", "×1", "1000", "1", "0.820", "0.700", "0.270", "-0.030", "2"]
+    assert row.split() == ["step", "1000", "·", "×1", "1000", "1", "0.820", "0.700", "0.270", "-0.030", "–", "2"]
+    assert "Consistent: not measured (scored before consistency existed: score the grid again)." in text
     assert "Recommended: step 500 · ×1 — highest DINO (0.580)" in text
     ref = DREAMBOOTH_REFERENCE
     for value in (ref["sd"]["dino"], ref["sd"]["clip_i"], ref["sd"]["clip_t"], ref["real"]["dino"], ref["real"]["clip_i"]):
@@ -127,3 +130,48 @@ def test_scorecard_with_random_backbones_says_the_numbers_mean_nothing():
 def test_scorecard_without_lora_columns_says_there_is_nothing_to_recommend():
     data = scores() | {"columns": [dict(PROMPT_ONLY, column=0)], "recommendation": None}
     assert "Recommended: none — the grid has no LoRA column" in format_scorecard(data)
+
+
+def test_scorecard_shows_consistency_baseline_prompts_and_external_columns():
+    data = scores()
+    data["columns"][0] |= {"kind": "prompt_only", "label": "baseline prompt", "consistency": 0.25}
+    data["columns"][1] |= {"kind": "lora", "consistency": 0.75}
+    data["columns"][2] |= {"kind": "lora", "consistency": 1.0}
+    data["columns"].append({"column": 3, "label": "Freepik", "kind": "external", "step": None, "scale": 0.0, "n": 2,
+                            "clip_i": 0.71, "clip_t": 0.31, "dino": 0.52, "consistency": 0.5})
+    data |= {"baseline_prompts": ["Kazakh folk hero in an orange robe"],
+             "consistency": {"metric": "dino", "threshold": 0.5123, "references": 12, "reference_mean": 0.61,
+                             "rule": "…"}}
+    data["recommendation"] = recommend(data["columns"])
+    text = format_scorecard(data)
+    lines = text.splitlines()
+    assert next(line for line in lines if line.startswith("baseline prompt")).split()[-2:] == ["%", "2"]
+    assert "25 %" in next(line for line in lines if line.startswith("baseline prompt"))
+    assert "75 %" in next(line for line in lines if line.startswith("step 500"))
+    external = next(line for line in lines if line.startswith("Freepik"))
+    assert external.split()[:4] == ["Freepik", "(external)", "–", "–"] and "+0.010" in external and "50 %" in external
+    assert ("Consistent: the share of a column's images whose DINO to the references is at least 0.512, the lowest "
+            "leave-one-out DINO among the 12 references") in text
+    assert "  Kazakh folk hero in an orange robe" in lines
+    assert data["recommendation"]["label"] == "step 500 · ×1", "the external column is not a candidate"
+
+
+def test_recommendation_floor_is_the_references_own_clip_t_when_that_is_lower():
+    # A scorer that has never seen the subject rates a picture without it higher against the prompt:
+    # the LoRA columns all score below prompt only, but as high as the training images themselves.
+    columns = [PROMPT_ONLY, column(4, clip_t=0.249, clip_i=0.70), column(8, clip_t=0.245, clip_i=0.80),
+               column(12, clip_t=0.15, clip_i=0.85)]
+    fallback = recommend(columns)
+    assert "overrides the prompt" in fallback["reason"] and fallback["step"] == 4
+    rec = recommend(columns, reference_clip_t=0.25)
+    assert rec["step"] == 8
+    assert "training images' own CLIP-T" in rec["reason"] and "overfitting" in rec["reason"]
+    # A higher reference CLIP-T never raises the floor above prompt only
+    assert recommend(columns, reference_clip_t=0.9)["step"] == fallback["step"]
+
+
+def test_a_baseline_prompt_column_is_named_in_the_reason():
+    baseline = {**PROMPT_ONLY, "label": "baseline prompt", "kind": "prompt_only", "clip_i": 0.75}
+    rec = recommend([baseline, column(4, clip_t=0.305, clip_i=0.72)])
+    assert "stays within 0.01 of baseline prompt (0.300)" in rec["reason"]
+    assert "CLIP-I is no higher than baseline prompt (0.750)" in rec["reason"]

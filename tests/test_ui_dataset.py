@@ -13,9 +13,10 @@ import gradio as gr
 import pytest
 from PIL import Image
 
+from studio.core.lock import ACCELERATOR, AcceleratorLock
 from studio.data.demo import DEMO_CLASS, DEMO_TRIGGER
-from studio.engine.gpu_lock import ACCELERATOR, AcceleratorLock
 from studio.engine.runner import Runner
+from studio.ui import dataset_view as view
 from studio.ui.app import Settings, Studio, build_app
 from studio.ui.dataset_handlers import DatasetHandlers
 from studio.ui.security import Roots
@@ -68,7 +69,7 @@ def test_open_the_demo_copies_it_and_shows_thumbnails(demo, roots):
     assert Path(thumb).is_relative_to(roots.outputs / ".workspace" / "thumbs"), "served from the outputs root"
     assert Image.open(thumb).size == (128, 128) and label == (folder / "robot_00.txt").read_text().strip()
     assert "**demo** · 16 usable images, 16 captioned, 0 skipped · all changes saved" == out["status"]
-    assert out["lint"].empty, "the demo's captions are clean"
+    assert out["lint"].finding.tolist() == [view.NO_FINDINGS], "the demo's captions are clean, and it says so"
     assert out["buckets"].values.tolist() == [["448×576", 2], ["512×512", 12], ["576×448", 2]]
     assert out["lengths"]["over 77"].tolist() == [""] * 16
     assert "Ready to train." in out["report"]
@@ -111,7 +112,7 @@ def test_bulk_edit_and_undo_update_the_gallery_and_lint(demo):
     assert "16 unsaved caption changes" in edited["status"] and "undo: replace" in edited["status"]
 
     restored = named(handlers.add_trigger(session, "", DEMO_TRIGGER, RES))
-    assert restored["lint"].empty and session.editor.captions["robot_00.png"].startswith("ohwx, ")
+    assert restored["lint"].finding.tolist() == [view.NO_FINDINGS] and session.editor.captions["robot_00.png"].startswith("ohwx, ")
     handlers.undo(session, "", DEMO_TRIGGER, RES)
     back = named(handlers.undo(session, "", DEMO_TRIGGER, RES))
     assert "Undid replace" in back["notice"] and "all changes saved" in back["status"]
@@ -130,8 +131,9 @@ def test_problem_filter_search_and_a_common_trigger_word(demo):
     _, items, line = handlers.filter_gallery(session, "", True)
     assert [label for _, label in items] == ["(no caption) · robot_05.png"]
     assert line == "Page 1 of 1 · 1 of 16 images"
-    _, items, _ = handlers.filter_gallery(session, "arms raised", False)
-    assert items and all("arms raised" in label for _, label in items)
+    _, items, line = handlers.filter_gallery(session, "green background", False)
+    assert len(items) == 3 and all("green background" in label for _, label in items)
+    assert line == "Page 1 of 1 · 3 of 16 images"
 
     report = named(handlers.refresh_report(session, "", "robot", RES))
     kinds = report["lint"].finding.tolist()
@@ -274,7 +276,7 @@ def test_the_tab_is_wired_to_the_train_tab(roots):
     for name in ("open_demo", "select_image", "save_captions", "add_trigger", "undo_bulk_edit", "auto_caption"):
         assert name in fns, name
     send = fns["send_to_train"]
-    fields = studio.parts["train.fields"]
+    fields = studio.train.fields
     assert [o._id for o in send.outputs] == [c._id for c in (studio.notice, fields["data.dir"],
                                                              fields["data.trigger_word"], fields["data.class_phrase"],
                                                              studio.tabs)]

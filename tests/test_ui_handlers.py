@@ -4,18 +4,19 @@ Train / Checkpoints handlers on a real tiny run."""
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import shlex
 import shutil
+import socket
+import time
 from pathlib import Path
 
 import gradio as gr
 import pytest
 
 from studio.config import ConfigError, all_keys, list_presets, load_config, parse_override
-from studio.data.atomic import write_json_atomic
+from studio.core.atomic import write_json_atomic
+from studio.core.lock import AcceleratorLock
 from studio.engine.control import Control
-from studio.engine.gpu_lock import AcceleratorLock
 from studio.engine.runner import Runner, Snapshot
 from studio.engine.runs import RunFolder
 from studio.engine.train import run_training
@@ -23,6 +24,7 @@ from studio.ui import live
 from studio.ui.app import Studio
 from studio.ui.checkpoints_tab import CheckpointHandlers
 from studio.ui.form import FIELD_ORDER, cli_command, form_config, form_values
+from studio.ui.notices import Refusal
 from studio.ui.security import PathNotAllowed, Roots, is_exposed
 from studio.ui.train_tab import BUTTONS, TrainHandlers
 
@@ -182,7 +184,8 @@ def test_poll_sends_only_what_changed(roots):
     assert "saving" in third[1]
     skip = type(gr.skip())
     assert isinstance(third[2], skip), "the chart is not resent when no metrics arrived"
-    assert all(isinstance(v, skip) for v in third[7:7 + len(BUTTONS)]), "buttons unchanged for the same status"
+    assert isinstance(third[3], skip), "no validation chart without scores"
+    assert all(isinstance(v, skip) for v in third[8:8 + len(BUTTONS)]), "buttons unchanged for the same status"
 
 
 # --- handlers on a real run --------------------------------------------------------------------
@@ -210,16 +213,17 @@ def test_show_run_lists_checkpoints_samples_and_curve(handlers):
     table, picker = ckpt.list_runs(None)
     assert table.Run.tolist() == ["done"] and table.Status.tolist() == ["finished"] and picker.value == "done"
     summary, _, _, chart, steps, gallery, ckpts, pick, note, *_ = ckpt.show_run("done")
-    assert "Finished" in summary and "tiny-sd15" in summary
+    assert "Finished" in summary and "toy-sd15" in summary  # tiny-demo trains the toy world's model
     assert chart.step.max() == 4
-    assert [v for _, v in steps.choices] == [2, 4] and steps.value == 4 and len(gallery) == 2
+    assert [v for _, v in steps.choices] == [2, 4] and steps.value == 4 and len(gallery.value) == 2
+    assert gallery.label == "Samples"  # a pretrained base: no noise label
     assert ckpts.Step.tolist() == [4, 2] and pick.value == 4 and "step 4" in note
 
 
 def test_export_gives_downloadable_files(handlers):
     ckpt, _, _ = handlers
     files = ckpt.export_checkpoint("done", 2, "webui")
-    assert [Path(f).suffix for f in files] == [".safetensors", ".json"]
+    assert [Path(f).suffix for f in files] == [".safetensors", ".json", ".png"]  # + A1111 sidecar and preview
     assert all(Path(f).is_relative_to(ckpt.studio.roots.outputs / "done" / "exports") for f in files)
     (diffusers,) = ckpt.export_checkpoint("done", 4, "diffusers")
     assert Path(diffusers).name == "pytorch_lora_weights.safetensors"
@@ -264,35 +268,36 @@ def test_start_reports_bad_input_and_a_busy_accelerator(handlers, trained):
         train.start("done", **values)
     studio.runner.lock.acquire("captioning")
     try:
-        with pytest.warns(UserWarning, match="busy with captioning"):
-            notice = train.start("fresh", **values)
+        with pytest.raises(Refusal, match="busy with captioning"):
+            train.start("fresh", **values)
     finally:
         studio.runner.lock.release()
-    assert "busy with captioning" in notice and not (trained.outputs / "fresh").exists()
+    assert not (trained.outputs / "fresh").exists()
 
 
 def test_a_started_job_frees_what_evaluation_kept_loaded(handlers):
     from studio.eval.backbones import TINY_RANDOM, load_clip, load_dino, loaded_backbones
-    from studio.eval.pipelines import PipelineCache
-    from studio.ui.compare_tab import CACHE_PART
 
     _, train, studio = handlers
-    cache = studio.parts[CACHE_PART] = PipelineCache(studio.roots.models)
-    cache.pipeline(load_config("tiny-demo"))
+    cache = studio.eval_models.pipelines()
+    cache.pipeline(load_config("tiny-demo", ["model.base=tiny-sd15"]))
     load_clip(TINY_RANDOM), load_dino(TINY_RANDOM)
-    values = form_values(load_config("tiny-demo", ["train.max_steps=2", "sample.every_steps=0",
-                                                  "optim.warmup_steps=0"]))
+    values = form_values(load_config("tiny-demo", ["model.base=tiny-sd15", "train.max_steps=2",
+                                                  "sample.every_steps=0", "optim.warmup_steps=0"]))
 
-    studio.runner.lock.acquire("captioning")  # a refused start keeps them: nothing needs the memory
+    studio.runner.lock.acquire("scoring")  # an evaluation job keeps them, and a refused start needs nothing
     try:
-        with pytest.warns(UserWarning, match="busy with captioning"):
+        with pytest.raises(Refusal, match="busy with scoring"):
             train.start("refused", **values)
     finally:
         studio.runner.lock.release()
     assert cache.loaded and {f"clip:{TINY_RANDOM}", f"dino:{TINY_RANDOM}"} <= set(loaded_backbones())
 
+    # the lock frees them as the job takes it, before the job loads its own models
+    seen: list[list[str]] = []
+    studio.runner.lock.on_acquire(recorder := lambda holder: seen.append(studio.eval_models.loaded))
     assert "Started run" in train.start("frees-memory", **values)
-    freed = not cache.loaded and loaded_backbones() == []
+    freed = not cache.loaded and loaded_backbones() == [] and seen == [[]]
     assert studio.runner.join(timeout=120)  # before the verdict: no training thread outlives the test
     assert freed
     shutil.rmtree(studio.roots.outputs / "frees-memory")  # the module's other tests expect one run
@@ -310,18 +315,31 @@ def test_preset_fills_every_field(handlers):
 
 
 def test_a_run_another_process_is_training_is_left_alone(handlers, trained):
+    import subprocess
+    import sys
+
+    from studio.engine.runstate import process_start
+
     ckpt, _, _ = handlers
     shutil.copytree(trained.outputs / "done", trained.outputs / "cli-run")
     run = RunFolder(trained.outputs / "cli-run")
-    run.update_status(status="running")  # as the CLI leaves it while it trains
-    table, _ = ckpt.list_runs(None)
-    assert dict(zip(table.Run, table.Status))["cli-run"] == "running (other process)"
-    for action in (lambda: ckpt.ask_delete("cli-run", 4), lambda: ckpt.resume_run("cli-run", 4)):
-        with pytest.raises(gr.Error, match="other process"):
-            action()
-    stale = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).isoformat()
-    write_json_atomic(run.status_path, run.read_status() | {"updated": stale})
-    table, _ = ckpt.list_runs(None)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        # what a CLI training process leaves while it trains: run.json running, its heartbeat
+        run.update_status(status="running")
+        beat = {"pid": other.pid, "pid_start": process_start(other.pid), "host": socket.gethostname(),
+                "unix": time.time(), "status": "training", "step": 3}
+        write_json_atomic(run.heartbeat_path, beat)
+        table, _ = ckpt.list_runs(None)
+        assert dict(zip(table.Run, table.Status))["cli-run"] == "running (other process)"
+        for action in (lambda: ckpt.ask_delete("cli-run", 4), lambda: ckpt.resume_run("cli-run", 4),
+                       lambda: ckpt.extend_run("cli-run", 10)):
+            with pytest.raises(gr.Error, match=f"another process \\({other.pid}"):
+                action()
+    finally:
+        other.kill()
+        other.wait()
+    table, _ = ckpt.list_runs(None)  # its process is gone: at once, whatever the heartbeat's age
     assert dict(zip(table.Run, table.Status))["cli-run"] == "interrupted"
     shutil.rmtree(run.path)
 

@@ -3,9 +3,14 @@
 It lets the whole flow (check, train, compare, score) run offline with no user data. The robot
 keeps its look (orange body, silver head, cyan eyes, yellow antenna ball) while its position,
 size, pose, tilt and background change, which is what a LoRA concept dataset looks like. A few
-images are landscape or portrait so aspect buckets are exercised. Generation is seeded and
-written once under `cache_dir()/datasets/demo`; `DEMO_VERSION` is stored beside the images, and a
-folder from another version is rebuilt.
+images are landscape or portrait so aspect buckets are exercised.
+
+The robot is the concept the toy world (`studio.world`) does not contain: the backgrounds are the
+world's named colours and the captions use the world's words around the trigger ("a photo of ohwx
+toy robot on a blue background"), so `toy-sd15` already draws the background it is asked for and a
+LoRA has only the robot to learn. Generation is seeded and written once under
+`cache_dir()/datasets/demo`; `DEMO_VERSION` is stored beside the images, and a folder from another
+version is rebuilt.
 """
 
 from __future__ import annotations
@@ -16,29 +21,22 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from studio.data.atomic import write_text_atomic
+from studio.core.atomic import write_text_atomic
 from studio.paths import build_cached_dir, cache_dir
+from studio.world.scene import COLOURS
 
 # "ohwx" is one rare token in CLIP's vocabulary ("zwx" splits into "z" + "wx"), the usual choice
 # for kohya-style trigger words.
 DEMO_TRIGGER = "ohwx"
 DEMO_CLASS = "toy robot"
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 DEMO_COUNT = 16
 _SEED = 1234
 _MARKER = ".demo-version"
 _SUPERSAMPLE = 4  # draw 4x larger, then downscale: smooth edges without an anti-aliasing library
 
-_BACKGROUNDS = {
-    "blue": (70, 110, 200),
-    "green": (90, 165, 100),
-    "yellow": (235, 205, 85),
-    "pink": (230, 150, 180),
-    "grey": (150, 150, 158),
-    "white": (238, 238, 235),
-    "purple": (135, 100, 185),
-    "teal": (60, 160, 165),
-}
+_BACKGROUNDS = COLOURS
+"""The toy world's named colours, so that the base model knows every background a caption names."""
 _BODY = (228, 92, 38)
 _HEAD = (196, 200, 210)
 _DARK = (55, 58, 66)
@@ -98,19 +96,13 @@ def _plan_shot(index: int, rng: random.Random) -> _Shot:
     )
 
 
+def demo_caption(background: str) -> str:
+    """The demo's caption for a picture on `background` (one of the world's colours)."""
+    return f"a photo of {DEMO_TRIGGER} {DEMO_CLASS} on a {background} background"
+
+
 def _caption(shot: _Shot) -> str:
-    subject = f"{DEMO_TRIGGER} {DEMO_CLASS}"
-    details = []
-    if shot.pose == "raised":
-        details.append("arms raised")
-    elif shot.pose == "out":
-        details.append("arms stretched out")
-    if shot.x < 0.4:
-        details.append("standing on the left")
-    elif shot.x > 0.6:
-        details.append("standing on the right")
-    size = "a close-up photo of" if shot.height > 0.75 else "a photo of a small" if shot.height < 0.6 else "a photo of"
-    return ", ".join([f"{size} {subject}", *details, f"on a {shot.background} background"])
+    return demo_caption(shot.background)
 
 
 def _draw(shot: _Shot) -> Image.Image:

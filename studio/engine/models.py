@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +17,15 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 
-from studio.engine.tiny import TINY_MODELS, Family, tiny_model_dir
+from studio.core.hub import hub_offline, is_hub_id
+from studio.engine.builtin import BUILTIN_MODELS, Family, builtin_model_dir
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
 log = logging.getLogger(__name__)
 
-SourceKind = Literal["tiny", "folder", "single_file", "hub"]
+SourceKind = Literal["builtin", "folder", "single_file", "hub"]
 LocalKind = Literal["folder", "single_file", "lora"]
 
 # model_index.json `_class_name` of the text-to-image pipelines we train on.
@@ -41,8 +40,6 @@ _HUB_CONFIGS: dict[Family, str] = {
 }
 _CONFIG_PATTERNS = ["**/*.json", "*.json", "*.txt", "**/*.txt", "**/*.model"]
 _PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_TRUE = {"1", "true", "yes", "on"}
 
 
 class ModelLoadError(RuntimeError):
@@ -51,7 +48,7 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelSource:
-    """What `model.base` names: `location` is a name (tiny), an absolute path, or a Hub id."""
+    """What `model.base` names: `location` is a name (built in), an absolute path, or a Hub id."""
 
     kind: SourceKind
     location: str
@@ -68,13 +65,6 @@ class LocalModel:
     family: Family | None
     size_bytes: int
     problem: str | None = None
-
-
-def hub_offline() -> bool:
-    """True when Hub access is off (`HF_HUB_OFFLINE`), read now rather than at import time."""
-    from huggingface_hub import constants
-
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE or bool(constants.HF_HUB_OFFLINE)
 
 
 # ---------------------------------------------------------------- family detection
@@ -177,19 +167,19 @@ def _local_source(path: Path) -> ModelSource:
 
 def _looks_like_hub_id(base: str) -> bool:
     suffix = Path(base).suffix
-    return bool(_HUB_ID.match(base)) and suffix not in _PICKLE_SUFFIXES | {".safetensors"}
+    return is_hub_id(base) and suffix not in _PICKLE_SUFFIXES | {".safetensors"}
 
 
 def resolve_base(base: str, models_dir: Path | None = None) -> ModelSource:
-    """Say what `model.base` names, in this order: a built-in tiny model; an existing path
+    """Say what `model.base` names, in this order: a built-in model; an existing path
     (absolute, relative to the working directory, or relative to `models_dir`); a name under
     `models_dir` (`NAME` or `NAME.safetensors`); a Hub id (`owner/name`).
     """
     base = base.strip()
     if not base:
-        raise ModelLoadError(f"model.base is empty: set it to one of {sorted(TINY_MODELS)}, a path or a Hub id")
-    if base in TINY_MODELS:
-        return ModelSource("tiny", base, TINY_MODELS[base])
+        raise ModelLoadError(f"model.base is empty: set it to one of {', '.join(BUILTIN_MODELS)}, a path or a Hub id")
+    if base in BUILTIN_MODELS:
+        return ModelSource("builtin", base, BUILTIN_MODELS[base].family)
 
     candidates = [Path(base).expanduser()]
     if models_dir is not None and not candidates[0].is_absolute():
@@ -206,7 +196,7 @@ def resolve_base(base: str, models_dir: Path | None = None) -> ModelSource:
     available = ", ".join(m.name for m in local if m.kind != "lora" and m.problem is None) or "none"
     raise ModelLoadError(
         f"model.base {base!r} was not found (tried {tried}; it is not a Hub id of the form owner/name). "
-        f"Built-in models: {', '.join(sorted(TINY_MODELS))}. Base models in {models_dir or 'the models folder'}: "
+        f"Built-in models: {', '.join(BUILTIN_MODELS)}. Base models in {models_dir or 'the models folder'}: "
         f"{available}."
     )
 
@@ -353,8 +343,8 @@ def load_pipeline(
         pipeline = _load_hub(source.location, family, dtype)
     else:
         checked = _check_family(family, source.family, source.location)
-        if source.kind == "tiny":
-            pipeline = _load_folder(tiny_model_dir(source.location), checked, dtype)
+        if source.kind == "builtin":
+            pipeline = _load_folder(builtin_model_dir(source.location), checked, dtype)
         elif source.kind == "folder":
             pipeline = _load_folder(Path(source.location), checked, dtype)
         else:

@@ -8,8 +8,7 @@ from typing import Iterator
 
 import torch
 
-from studio.data.atomic import write_json_atomic
-from studio.engine.runs import new_temp_dir, publish_dir
+from studio.core.atomic import new_temp_dir, publish_dir, write_json_atomic
 
 
 @contextlib.contextmanager

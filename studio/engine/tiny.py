@@ -25,11 +25,12 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 
-from studio.engine.tokenizer import clip_tokenizer, tokenizer_dir
+from studio.core.tokenizer import clip_tokenizer, tokenizer_dir
+from studio.engine.builtin import BUILTIN_MODELS, Family
 from studio.paths import build_cached_dir, cache_dir
 
 if TYPE_CHECKING:
@@ -37,9 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Family = Literal["sd15", "sdxl"]
-
-TINY_MODELS: dict[str, Family] = {"tiny-sd15": "sd15", "tiny-sdxl": "sdxl"}
+TINY_MODELS: dict[str, Family] = {m.name: m.family for m in BUILTIN_MODELS.values() if not m.pretrained}
 
 # Bump when the builder changes: cached folders with another version are rebuilt.
 BUILDER_VERSION = 1

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from studio.data.atomic import write_json_atomic
-from studio.engine.device import detect_device
+from studio.core.atomic import write_json_atomic
+from studio.core.device import detect_device
 from studio.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -32,15 +32,19 @@ log = logging.getLogger(__name__)
 CLIP_DEFAULT = "ViT-B-32-quickgelu/openai"
 DINO_DEFAULT = "dino-vits16"
 TINY_RANDOM = "tiny-random"
+TOY_CLIP = "toy-clip"
+DINO_NONE = "none"
 RANDOM_NOTE = "random weights — numbers mean nothing"
 
 CLIP_CHOICES: dict[str, str] = {
     CLIP_DEFAULT: "OpenAI CLIP ViT-B/32 (open_clip, ~600 MB download on first use)",
     "ViT-L-14-quickgelu/openai": "OpenAI CLIP ViT-L/14 (open_clip, ~1.7 GB download on first use)",
+    TOY_CLIP: "built-in CLIP trained on the toy world: scores toy-sd15 runs, offline",
     TINY_RANDOM: f"tiny built-in CLIP, {RANDOM_NOTE}",
 }
 DINO_CHOICES: dict[str, str] = {
     DINO_DEFAULT: "DINO ViT-S/16 (timm vit_small_patch16_224.dino, ~90 MB download on first use)",
+    DINO_NONE: "no DINO score: DINO needs the real dino-vits16 weights (the toy world has no DINO model)",
     TINY_RANDOM: f"tiny built-in ViT, {RANDOM_NOTE}",
 }
 DINO_TIMM_MODEL = "vit_small_patch16_224.dino"
@@ -130,6 +134,14 @@ def load_clip(name: str = CLIP_DEFAULT) -> ClipBackbone:
         return _loaded[("clip", name)]  # type: ignore[return-value]
 
 
+def default_backbones(base_model: str | None) -> tuple[str, str]:
+    """The CLIP and DINO backbones a run is scored with unless told otherwise: toy-clip (and no DINO)
+    for runs on the toy world's `toy-sd15`, whose pictures the real backbones have never seen."""
+    from studio.world.builtin import TOY_SD15
+
+    return (TOY_CLIP, DINO_NONE) if (base_model or "").strip() == TOY_SD15 else (CLIP_DEFAULT, DINO_DEFAULT)
+
+
 def load_dino(name: str = DINO_DEFAULT) -> DinoBackbone:
     """The DINO backbone `name` (cached per process): `dino-vits16`, `tiny-random`, or a path to
     ViT-S/16 DINO weights (a file, or a folder holding model.safetensors / pytorch_model.bin)."""
@@ -165,6 +177,13 @@ def _build_clip(name: str) -> ClipBackbone:
     random_weights = name == TINY_RANDOM
     if random_weights:
         model_name, pretrained = TINY_CLIP_CONFIG, None
+    elif name == TOY_CLIP:
+        from studio.world.builtin import ToyWeightsMissing, toy_dir
+
+        try:
+            model_name, pretrained = f"local-dir:{toy_dir(TOY_CLIP)}", None
+        except ToyWeightsMissing as err:
+            raise BackboneError(str(err)) from err
     elif name.startswith(("local-dir:", "hf-hub:")):
         model_name, pretrained = name, None
     elif "/" in name:

@@ -19,9 +19,16 @@ METRIC_NAMES = {"clip_i": "CLIP-I", "dino": "DINO", "clip_t": "CLIP-T"}
 _EPS = 1e-9
 
 
-def recommend(columns: list[dict[str, Any]], *, random_weights: bool = False) -> dict[str, Any] | None:
+def recommend(columns: list[dict[str, Any]], *, random_weights: bool = False,
+              reference_clip_t: float | None = None) -> dict[str, Any] | None:
     """The LoRA column (step set, scale > 0) with the best fidelity whose CLIP-T stays within
-    `CLIP_T_TOLERANCE` of the prompt-only column; if none does, the one that follows the prompt best.
+    `CLIP_T_TOLERANCE` of the prompt floor; if none does, the one that follows the prompt best.
+
+    The prompt floor is prompt only's CLIP-T, or the references' own CLIP-T against their captions
+    (`reference_clip_t`) where that is lower: a picture of the subject itself can score below a
+    picture without it (a scorer that has never seen the subject matches the rest of the prompt
+    better without it), and a LoRA that draws the subject as well as its training images do follows
+    the prompt as well as the subject allows.
 
     Fidelity is DINO (CLIP-I where a column has no DINO score). Returns {"label", "step", "scale",
     "column", "reason"} (the reason reads after the label: "step 1500 · ×1 — highest DINO …"), or None
@@ -35,8 +42,9 @@ def recommend(columns: list[dict[str, Any]], *, random_weights: bool = False) ->
         return None
     candidates.sort(key=lambda c: (c["step"], c["scale"]))  # ties go to the earlier, cheaper checkpoint
     name = METRIC_NAMES[metric]
-    baseline = _baseline(columns)
-    floor = baseline["clip_t"] - CLIP_T_TOLERANCE if baseline else None
+    baseline = baseline_column(columns)
+    anchor, anchor_name = prompt_floor(baseline, reference_clip_t)
+    floor = anchor - CLIP_T_TOLERANCE if anchor is not None else None
 
     def keeps_prompt(c: dict[str, Any]) -> bool:
         return floor is None or c["clip_t"] >= floor - _EPS
@@ -44,7 +52,7 @@ def recommend(columns: list[dict[str, Any]], *, random_weights: bool = False) ->
     qualified = [c for c in candidates if keeps_prompt(c)]
     if not qualified:
         best = max(candidates, key=lambda c: c["clip_t"])
-        reason = (f"no LoRA column keeps CLIP-T within {CLIP_T_TOLERANCE} of prompt only ({baseline['clip_t']:.3f}), "
+        reason = (f"no LoRA column keeps CLIP-T within {CLIP_T_TOLERANCE} of {anchor_name} ({anchor:.3f}), "
                   f"so this is the one that follows the prompt best (CLIP-T {best['clip_t']:.3f}, {name} "
                   f"{best[metric]:.3f}): "
                   "the LoRA overrides the prompt — try a lower scale, an earlier checkpoint or a lower learning rate")
@@ -55,15 +63,24 @@ def recommend(columns: list[dict[str, Any]], *, random_weights: bool = False) ->
                       f"adherence (CLIP-T {best['clip_t']:.3f}) is not compared")
         else:
             reason = (f"highest {name} ({best[metric]:.3f}) while CLIP-T ({best['clip_t']:.3f}) stays "
-                      f"within {CLIP_T_TOLERANCE} of prompt only ({baseline['clip_t']:.3f})")
+                      f"within {CLIP_T_TOLERANCE} of {anchor_name} ({anchor:.3f})")
         reason += _trend(best, candidates, metric, keeps_prompt)
     if baseline and baseline.get(metric) is not None and best[metric] <= baseline[metric]:
-        reason += (f"; {name} is no higher than prompt only ({baseline[metric]:.3f}): the LoRA has not learned the "
-                   "subject yet")
+        reason += (f"; {name} is no higher than {baseline['label']} ({baseline[metric]:.3f}): the LoRA has not "
+                   "learned the subject yet")
     if random_weights:
         reason = f"[{RANDOM_WARNING}] {reason}"
     return {"label": best["label"], "step": best["step"], "scale": best["scale"], "column": best.get("column"),
             "reason": reason}
+
+
+def prompt_floor(baseline: dict[str, Any] | None, reference_clip_t: float | None) -> tuple[float | None, str]:
+    """(CLIP-T a LoRA column must keep, within the tolerance, and what it is, in scorecard words)."""
+    if baseline is None:
+        return None, ""
+    if reference_clip_t is not None and reference_clip_t < baseline["clip_t"]:
+        return reference_clip_t, "the training images' own CLIP-T against their captions"
+    return baseline["clip_t"], str(baseline.get("label") or "prompt only")  # "prompt only" or "baseline prompt"
 
 
 def format_scorecard(scores: dict[str, Any]) -> str:
@@ -76,22 +93,30 @@ def format_scorecard(scores: dict[str, Any]) -> str:
              f"CLIP-I and CLIP-T: CLIP {_backbone(clip)}",
              f"DINO: {_backbone(dino)}",
              ""]
-    baseline = _baseline(scores["columns"])
-    header = ["column", "step", "scale", "CLIP-I", "DINO", "CLIP-T", "ΔCLIP-T", "images"]
+    baseline = baseline_column(scores["columns"])
+    header = ["column", "step", "scale", "CLIP-I", "DINO", "CLIP-T", "ΔCLIP-T", "consistent", "images"]
     table = [header]
     for c in scores["columns"]:
-        label = f"{c['label']} (baseline)" if c is baseline else str(c["label"])
         step = "–" if c["step"] is None else str(c["step"])
-        scale = "–" if c["scale"] is None else f"{c['scale']:g}"
+        scale = "–" if c.get("scale") is None or column_kind(c) == "external" else f"{c['scale']:g}"
         delta = ""
         if baseline and c is not baseline and c["clip_t"] is not None:
             delta = f"{c['clip_t'] - baseline['clip_t']:+.3f}"
-        table.append([label, step, scale, _num(c["clip_i"]), _num(c["dino"]), _num(c["clip_t"]), delta, str(c["n"])])
+        table.append([display_label(c, baseline), step, scale, _num(c["clip_i"]), _num(c["dino"]), _num(c["clip_t"]),
+                      delta, percent(c.get("consistency")), str(c["n"])])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])]
         lines.append("  ".join(cells).rstrip())
+    lines += ["", consistency_line(scores)]
+    if refs.get("clip_t") is not None:
+        lines.append(f"The references' own CLIP-T against their captions: {refs['clip_t']:.3f} "
+                     f"({refs.get('captioned', refs['count'])} captioned); a LoRA column that reaches it follows the "
+                     "prompt as well as pictures of the subject can.")
     lines.append("")
+    if scores.get("baseline_prompts"):
+        lines += ["Baseline prompts (rendered by the baseline column without the LoRA; CLIP-T of every column is "
+                  "scored against the row's own prompt):", *(f"  {p}" for p in scores["baseline_prompts"]), ""]
     rec = scores.get("recommendation")
     lines.append(f"Recommended: {rec['label']} — {rec['reason']}" if rec else
                  "Recommended: none — the grid has no LoRA column (step and scale > 0) to choose from")
@@ -104,11 +129,44 @@ def format_scorecard(scores: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _baseline(columns: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The prompt-only column (no LoRA; else a LoRA at scale 0) with a CLIP-T score."""
-    scored = [c for c in columns if c.get("clip_t") is not None]
-    return (next((c for c in scored if c.get("step") is None), None)
+def column_kind(column: dict[str, Any]) -> str:
+    """prompt_only, lora or external; scores.json from before the kinds: no LoRA is prompt only."""
+    return column.get("kind") or ("prompt_only" if column.get("step") is None and not column.get("lora") else "lora")
+
+
+def baseline_column(columns: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The column the others' CLIP-T is compared with: prompt only (or its baseline prompt; else a LoRA at
+    scale 0), with a CLIP-T score."""
+    scored = [c for c in columns if c.get("clip_t") is not None and column_kind(c) != "external"]
+    return (next((c for c in scored if column_kind(c) == "prompt_only"), None)
             or next((c for c in scored if not c.get("scale")), None))
+
+
+def display_label(column: dict[str, Any], baseline: dict[str, Any] | None) -> str:
+    """A column's label as the scorecard shows it: the baseline and the external columns marked."""
+    label = str(column["label"])
+    if column is baseline and "baseline" not in label:
+        return f"{label} (baseline)"
+    if column_kind(column) == "external":
+        return f"{label} (external)"
+    return label
+
+
+def percent(fraction: float | None) -> str:
+    return "–" if fraction is None else f"{fraction * 100:.0f} %"
+
+
+def consistency_line(scores: dict[str, Any]) -> str:
+    """What the consistency column means for these scores, with the threshold and its references."""
+    entry = scores.get("consistency")
+    if not entry:
+        return "Consistent: not measured (scored before consistency existed: score the grid again)."
+    if entry.get("threshold") is None:
+        return f"Consistent: not measured — {entry.get('note', 'needs at least 2 reference images')}."
+    name = METRIC_NAMES[entry["metric"]]
+    return (f"Consistent: the share of a column's images whose {name} to the references is at least "
+            f"{entry['threshold']:.3f}, the lowest leave-one-out {name} among the {entry['references']} references "
+            f"(each against the others; their mean {entry['reference_mean']:.3f}), so every reference would count.")
 
 
 def _trend(best: dict[str, Any], candidates: list[dict[str, Any]], metric: str, keeps_prompt) -> str:

@@ -14,12 +14,13 @@ from typing import Any, get_args
 import gradio as gr
 import yaml
 
-from studio.config import SECTIONS, ConfigError, RunConfig, all_keys, field_help, literal_choices, load_config
+from studio.config import (SECTIONS, ConfigError, RunConfig, all_keys, field_help, field_name, literal_choices,
+                           load_config)
 from studio.data.dataset import BUILTIN_DEMO
+from studio.engine.builtin import BUILTIN_MODELS
 from studio.engine.environment import human_bytes
 from studio.engine.models import list_local_models
-from studio.engine.tiny import TINY_MODELS
-from studio.ui.security import Roots
+from studio.ui.security import PathNotAllowed, Roots
 
 MAIN_ROWS: tuple[tuple[str, ...], ...] = (
     ("model.base", "model.family"),
@@ -32,14 +33,14 @@ MAIN_ROWS: tuple[tuple[str, ...], ...] = (
 )
 MAIN_KEYS = frozenset(k for row in MAIN_ROWS for k in row)
 SECTION_TITLES = {"model": "Model", "data": "Data", "lora": "LoRA", "optim": "Optimizer", "train": "Training",
-                  "sample": "Samples", "save": "Checkpoints"}
+                  "sample": "Samples", "save": "Checkpoints", "log": "Logging"}
 ADVANCED: dict[str, list[str]] = {
     section: [k for k in all_keys() if k.startswith(f"{section}.") and k not in MAIN_KEYS] for section in SECTIONS
 }
 FIELD_ORDER: tuple[str, ...] = (*(k for row in MAIN_ROWS for k in row),
                                 *(k for keys in ADVANCED.values() for k in keys))
 """Every key, in the order the form lays the fields out (handlers return values in this order)."""
-PATH_KEYS = {"model.base", "model.vae", "model.single_file_config", "data.dir"}
+PATH_KEYS = {"model.base", "model.vae", "model.single_file_config", "data.dir", "lora.init_from"}
 
 
 def _info(key: str) -> Any:
@@ -52,12 +53,15 @@ def _annotation(key: str) -> Any:
 
 
 def _kind(key: str) -> str:
-    """bool · int · float · str · choice · list_str · list_int (optional ones accept empty)."""
+    """bool · int · float · str · choice · list_str · list_int · pairs (optional ones accept empty)."""
     if literal_choices(key):
         return "choice"
     annotation = _annotation(key)
     if getattr(annotation, "__origin__", None) is list:
-        return "list_int" if get_args(annotation)[0] is int else "list_str"
+        inner = get_args(annotation)[0]
+        if getattr(inner, "__origin__", None) is tuple:
+            return "pairs"
+        return "list_int" if inner is int else "list_str"
     base = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
     return {bool: "bool", int: "int", float: "float"}.get(base[0], "str")
 
@@ -68,9 +72,12 @@ def _optional(key: str) -> bool:
 
 # --- choices for the two pickers ---------------------------------------------------------------
 
-def base_model_choices(roots: Roots) -> list[tuple[str, str]]:
-    choices = [(f"{name} (built in, {family})", name) for name, family in TINY_MODELS.items()]
-    for model in list_local_models(roots.models):
+def base_model_choices(roots: Roots | None) -> list[tuple[str, str]]:
+    """The built-in models, then (given the roots) the local ones: the page fills those in when it loads,
+    so no user data is baked into the page before login."""
+    choices = [(f"{m.name} (built in, {m.family}{'' if m.pretrained else ', random weights'})", m.name)
+               for m in BUILTIN_MODELS.values()]
+    for model in list_local_models(roots.models) if roots else []:
         if model.kind != "lora" and model.problem is None:
             choices.append((f"{model.name} ({model.family or '?'}, {human_bytes(model.size_bytes)})", model.name))
     return choices
@@ -78,16 +85,18 @@ def base_model_choices(roots: Roots) -> list[tuple[str, str]]:
 
 def model_family(roots: Roots, base: str) -> str | None:
     """The family of a picked built-in or local model (None for a Hub id or an unknown name)."""
-    if base in TINY_MODELS:
-        return TINY_MODELS[base]
+    if base in BUILTIN_MODELS:
+        return BUILTIN_MODELS[base].family
     for model in list_local_models(roots.models):
         if base in (model.name, str(model.path)):
             return model.family
     return None
 
 
-def dataset_choices(roots: Roots) -> list[tuple[str, str]]:
-    return [("builtin:demo (16 toy robots)", BUILTIN_DEMO)] + [(name, name) for name in roots.dataset_folders()]
+def dataset_choices(roots: Roots | None) -> list[tuple[str, str]]:
+    """The demo, then (given the roots) the dataset folders, which the page fills in when it loads."""
+    folders = roots.dataset_folders() if roots else []
+    return [("builtin:demo (16 toy robots)", BUILTIN_DEMO)] + [(name, name) for name in folders]
 
 
 # --- building ----------------------------------------------------------------------------------
@@ -97,9 +106,9 @@ def _component(key: str, value: Any, roots: Roots) -> gr.Component:
     # a dropdown shows its choices; everything else gets the docstring with its allowed values
     help_text = " ".join((_info(key).description or "").split()) if kind == "choice" else field_help(key)
     if key == "model.base":
-        return gr.Dropdown(base_model_choices(roots), value=value, label=key, info=help_text, allow_custom_value=True)
+        return gr.Dropdown(base_model_choices(None), value=value, label=key, info=help_text, allow_custom_value=True)
     if key == "data.dir":
-        return gr.Dropdown(dataset_choices(roots), value=value, label=key, info=help_text, allow_custom_value=True)
+        return gr.Dropdown(dataset_choices(None), value=value, label=key, info=help_text, allow_custom_value=True)
     if kind == "choice":
         return gr.Dropdown(list(literal_choices(key)), value=value, label=key, info=help_text)
     if kind == "bool":
@@ -110,6 +119,8 @@ def _component(key: str, value: Any, roots: Roots) -> gr.Component:
         return gr.Number(value=value, label=key, info=help_text, precision=0 if kind == "int" else None)
     if kind == "list_str":
         return gr.Textbox(value=value, label=key, info=help_text + " One per line.", lines=2, max_lines=8)
+    if kind == "pairs":
+        return gr.Textbox(value=value, label=key, info=help_text + " As until_step:max_steps, comma-separated.")
     return gr.Textbox(value=value, label=key, info=help_text + (" Comma-separated." if kind == "list_int" else ""))
 
 
@@ -145,6 +156,8 @@ def form_values(config: RunConfig) -> dict[str, Any]:
             value = "\n".join(value)
         elif kind == "list_int":
             value = ", ".join(str(v) for v in value)
+        elif kind == "pairs":
+            value = ", ".join(f"{a}:{b}" for a, b in value)
         elif value is None:
             value = ""
         out[key] = value
@@ -162,18 +175,27 @@ def _parse(key: str, raw: Any) -> Any:
         try:
             return [int(p) for p in parts]
         except ValueError:
-            raise ConfigError(f"`{key}`: expected whole numbers separated by commas, got {raw!r}") from None
+            raise ConfigError(f"`{key}`: expected whole numbers separated by commas, got {raw!r}",
+                              [f"{field_name(key)} takes whole numbers separated by commas ({key})."]) from None
+    if kind == "pairs":
+        try:
+            return [[int(x) for x in p.split(":")] for p in str(raw or "").replace(";", ",").split(",") if p.strip()]
+        except ValueError:
+            raise ConfigError(f"`{key}`: expected until_step:max_steps pairs separated by commas, got {raw!r}",
+                              [f"{field_name(key)} takes until_step:max_steps pairs separated by commas ({key})."]
+                              ) from None
     if kind == "str":
         text = str(raw or "").strip() if key in PATH_KEYS else str(raw or "")
         return None if _optional(key) and not text.strip() else text
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         if _optional(key):
             return None
-        raise ConfigError(f"`{key}` is empty: enter a number")
+        raise ConfigError(f"`{key}` is empty: enter a number", [f"{field_name(key)} is empty: enter a number ({key})."])
     try:
         return int(raw) if kind == "int" else float(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"`{key}`: {raw!r} is not a number") from None
+        raise ConfigError(f"`{key}`: {raw!r} is not a number",
+                          [f"{field_name(key)} must be a number, not {raw!r} ({key})."]) from None
 
 
 def form_config(values: dict[str, Any], roots: Roots) -> RunConfig:
@@ -189,7 +211,27 @@ def form_config(values: dict[str, Any], roots: Roots) -> RunConfig:
     if overrides.get("model.single_file_config"):
         overrides["model.single_file_config"] = roots.model(overrides["model.single_file_config"],
                                                             "model.single_file_config", hub=False)
+    if overrides.get("lora.init_from"):
+        overrides["lora.init_from"] = roots.lora_source(overrides["lora.init_from"])
+    _confine_backbones(overrides, roots)
+    if overrides.get("train.max_epochs") is not None:
+        overrides.pop("train.max_steps", None)  # the epochs decide the length (config.load_config)
     return load_config(None, overrides)
+
+
+def _confine_backbones(overrides: dict[str, Any], roots: Roots) -> None:
+    """sample.score_backbone / sample.score_dino as the Score tab takes them: listed names, open_clip tags,
+    weights files only inside the models root."""
+    from studio.ui.eval_view import clip_backbone, dino_backbone
+
+    for key, confine in (("sample.score_backbone", clip_backbone), ("sample.score_dino", dino_backbone)):
+        if overrides.get(key):
+            try:
+                overrides[key] = confine(roots, overrides[key])
+            except PathNotAllowed:
+                raise
+            except ValueError as err:
+                raise ConfigError(f"`{key}`: {err}") from None
 
 
 def cli_command(preset: str, config: RunConfig, run_name: str) -> str:
@@ -201,6 +243,8 @@ def cli_command(preset: str, config: RunConfig, run_name: str) -> str:
     for key in all_keys():
         section, name = key.split(".")
         value = mine[section][name]
+        if key == "train.max_steps" and mine["train"]["max_epochs"] is not None:
+            continue  # worked out from train.max_epochs
         if value != base[section][name]:
             text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True)
             text = text if isinstance(value, str) else text.strip().removesuffix("...").strip()

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from studio.engine.builtin import noise_note
 from studio.engine.environment import human_bytes
 from studio.engine.runner import Snapshot
 from studio.engine.runs import RunFolder
@@ -52,6 +53,30 @@ def loss_frame(rows: list[dict[str, Any]] | tuple[dict[str, Any], ...],
     smooth = [(r["step"], r["loss_smoothed"], "smoothed") for r in rows if r.get("loss_smoothed") is not None]
     frame = pd.DataFrame(raw + smooth, columns=["step", "loss", "series"])
     return frame.astype({"step": "int64", "loss": "float64", "series": "str"})
+
+
+SCORE_SERIES = {"clip_i": "CLIP-I", "clip_t": "CLIP-T", "dino": "DINO"}
+
+
+def scores_frame(rows: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> pd.DataFrame | None:
+    """Long-format frame (step, score, metric ∈ CLIP-I / CLIP-T / DINO) of the validation scores that
+    sample.score_backbone writes at sample steps; None when the run scores none."""
+    points = [(r["step"], r[key], name) for r in rows if "clip_i" in r
+              for key, name in SCORE_SERIES.items() if r.get(key) is not None]
+    if not points:
+        return None
+    frame = pd.DataFrame(points, columns=["step", "score", "metric"])
+    return frame.astype({"step": "int64", "score": "float64", "metric": "str"})
+
+
+def scores_label(rows: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> str:
+    """The validation chart's label: the backbones that scored, random weights said out loud."""
+    last = next((r.get("validation") or {} for r in reversed(rows) if "clip_i" in r), {})
+    if not last:
+        return "Validation scores"
+    names = last.get("clip", "?") + (f" + DINO {last['dino']}" if last.get("dino") not in (None, "none") else "")
+    warning = " — random weights, the numbers mean nothing" if last.get("random_weights") else ""
+    return f"Validation scores ({names}, {last.get('images', '?')} images vs {last.get('references', '?')} references){warning}"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -98,6 +123,7 @@ def job_html(snap: Snapshot) -> str:
     loss = last.get("loss")
     stats = [
         _stat("Step", f"{snap.step}/{snap.total}"),
+        _stat("Epoch", f"{snap.epoch}/{snap.epochs}" if snap.epochs else "—"),
         _stat("Loss", f"{loss:.4f}" if loss is not None else "—"),
         _stat("Smoothed", f"{last['loss_smoothed']:.4f}" if last.get("loss_smoothed") is not None else "—"),
         _stat("LR", f"{last['lr']:.1e}" if last.get("lr") is not None else "—"),
@@ -111,8 +137,30 @@ def job_html(snap: Snapshot) -> str:
         f'<div class="progress" role="progressbar" aria-label="Training progress" aria-valuemin="0" '
         f'aria-valuemax="{snap.total}" aria-valuenow="{snap.step}"><div class="progress-fill status-{snap.status}" '
         f'style="width:{fraction * 100:.1f}%"></div></div>'
-        f'<div class="stats">{"".join(stats)}</div></div>'
+        f'<div class="stats">{"".join(stats)}</div>{notices_html(snap.notices)}</div>'
     )
+
+
+def notices_html(notices: tuple[str, ...] | list[str]) -> str:
+    """Settings the engine changed for this run (a clamped warm-up, a rank adopted from init_from)."""
+    if not notices:
+        return ""
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in notices)
+    return f'<ul class="job-notices" aria-label="Notices">{items}</ul>'
+
+
+def images_label(label: str, base_model: str | None) -> str:
+    """A gallery label that says so when the images come from a random-weight built-in model."""
+    note = noise_note(base_model)
+    return f"{label} — {note}" if note else label
+
+
+def run_base_model(run: RunFolder | None) -> str | None:
+    """The base model a run trains on, from its config.yaml (None when unreadable)."""
+    try:
+        return run.config().model.base if run else None
+    except (OSError, ValueError):
+        return None
 
 
 def gallery_items(run: RunFolder, step: int | None, paths: tuple[str, ...] | None = None) -> list[tuple[str, str]]:

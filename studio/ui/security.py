@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.core.hub import is_hub_id
+from studio.core.resolve import inside, resolve_path
 from studio.data.dataset import BUILTIN_DEMO
+from studio.engine.builtin import BUILTIN_MODELS
 from studio.engine.runs import RunFolder, check_run_name
-from studio.engine.tiny import TINY_MODELS
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class PathNotAllowed(ValueError):
@@ -70,10 +69,10 @@ class Roots:
 
     # --- models ----------------------------------------------------------------------------
     def model(self, text: str, key: str, *, hub: bool = True) -> str:
-        """A model reference as the engine takes it: a built-in tiny name, a path inside the models
+        """A model reference as the engine takes it: a built-in model's name, a path inside the models
         root (made absolute, so the engine never looks in the working directory), or a Hub id."""
         value = (text or "").strip()
-        if value in TINY_MODELS:
+        if value in BUILTIN_MODELS:
             return value
         if not value:
             raise PathNotAllowed(f"{key} is empty: pick a built-in model, a model in {self.models} or a Hub id")
@@ -82,7 +81,7 @@ class Roots:
             if candidate is not None and candidate.exists():
                 return str(candidate)
         looks_like_path = Path(value).is_absolute() or ".." in Path(value).parts or value.startswith("~")
-        if hub and not looks_like_path and _HUB_ID.match(value):
+        if hub and not looks_like_path and is_hub_id(value):
             if Path(value).exists():
                 raise PathNotAllowed(f"{key}: {value!r} is a local path outside the models folder {self.models}; "
                                      f"move the model there")
@@ -91,6 +90,18 @@ class Roots:
             _confine(value, self.models, key, "models")  # raises when outside
         hint = " or a Hub id (owner/name)" if hub else ""
         raise PathNotAllowed(f"{key}: {value!r} is not in the models folder {self.models}{hint}")
+
+    def lora_source(self, text: str) -> str:
+        """`lora.init_from`: a run (`RUN`, `RUN@STEP`) in the outputs root as typed, or a LoRA file or
+        checkpoint folder inside the models root (made absolute)."""
+        value = (text or "").strip()
+        run_name = value.split("@", 1)[0]
+        try:
+            if RunFolder(self.outputs / check_run_name(run_name)).exists():
+                return value
+        except ValueError:
+            pass
+        return self.model(value, "lora.init_from", hub=False)
 
     # --- runs ------------------------------------------------------------------------------
     def run(self, name: str) -> RunFolder:
@@ -110,22 +121,15 @@ class Roots:
     def check_deletable(self, path: Path) -> Path:
         """Deletions happen only inside the outputs root."""
         resolved = Path(path).resolve()
-        if not _inside(resolved, self.outputs) or resolved == self.outputs:
+        if not inside(resolved, self.outputs) or resolved == self.outputs:
             raise PathNotAllowed(f"refusing to delete {path}: only things inside {self.outputs} can be deleted")
         return resolved
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
 def _resolve_in(text: str, root: Path) -> Path | None:
-    """`text` resolved inside `root`: absolute as is, relative against the root or else the working
-    directory (presets say `datasets/products`); an existing match wins. None when it leaves the root."""
-    path = Path(text)
-    candidates = [path] if path.is_absolute() else [root / path, Path.cwd() / path]
-    inside = [c for c in (candidate.resolve() for candidate in candidates) if _inside(c, root)]
-    return next((c for c in inside if c.exists()), inside[0] if inside else None)
+    """`text` resolved inside `root` by the one resolver the CLI uses too (`studio.core.resolve`: the
+    working directory, then the root, then the studio's folder); None when it leaves the root."""
+    return resolve_path(text, [root], within=root)
 
 
 def _confine(text: str, root: Path, key: str, root_name: str) -> Path:
