@@ -86,3 +86,37 @@ def test_generate_writes_a_batch_and_a_rerun_continues_it(outputs, finished_run,
     assert main(argv(3, "--scale", "0.5")) == 1
     err = capsys.readouterr().err
     assert "other settings (scale: 1.0 → 0.5)" in err and "Traceback" not in err
+
+
+def test_compare_without_prompts_uses_the_runs_sample_prompts(outputs, finished_run, capsys):
+    code = main(["--outputs", str(outputs), "compare", finished_run.name, "--inference-steps", "2", "--name", "defaults"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    manifest = json.loads((outputs / finished_run.name / "grids" / "defaults" / "manifest.json").read_text("utf-8"))
+    assert manifest["prompts"] == finished_run.config().sample.prompts and len(manifest["prompts"]) == 2
+    assert "prompts: the run's sample prompts (2; --prompts for others)" in captured.err
+
+
+def test_compare_with_a_baseline_prompt_and_another_generators_images(outputs, finished_run, tmp_path, capsys):
+    from PIL import Image
+
+    freepik = tmp_path / "freepik"
+    freepik.mkdir()
+    for i in range(2):
+        Image.new("RGB", (128, 128), (40 * i, 120, 200)).save(freepik / f"{i}.jpg")
+    code = main(["--outputs", str(outputs), "compare", finished_run.name, "--prompts", "{trigger} in the steppe",
+                 "--baseline-prompts", "a small silver toy robot with round eyes in the steppe", "--seeds", "1,2",
+                 "--external", f"Freepik={freepik}", "--steps", "4,final", "--inference-steps", "2",
+                 "--name", "seed-question"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    assert ("2 rows × 4 columns (baseline prompt, step 4 · ×1, final · ×1, Freepik)" in captured.err)
+    manifest = json.loads((outputs / finished_run.name / "grids" / "seed-question" / "manifest.json").read_text("utf-8"))
+    assert manifest["baseline_prompts"] == ["a small silver toy robot with round eyes in the steppe"]
+    cells = {(im["row"], im["column"]): im for im in manifest["images"]}
+    assert cells[(0, 0)]["prompt"] == "a small silver toy robot with round eyes in the steppe"
+    assert cells[(0, 0)]["row_prompt"] == cells[(0, 1)]["prompt"] == "ohwx in the steppe"
+    assert cells[(1, 3)]["source"] == str(freepik / "1.jpg") and cells[(1, 3)]["seed"] is None
+    assert main(["--outputs", str(outputs), "compare", finished_run.name, "--prompts", "x", "--external",
+                 "Freepik"]) == 1
+    assert "must be LABEL=DIR" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studio.engine.gpu_lock import ACCELERATOR, AcceleratorBusy
+from studio.core.lock import ACCELERATOR, AcceleratorBusy
 from studio.engine.runs import RunFolder
 from studio.engine.sampling import generate
 from studio.eval.generate import generate_batch, generated_dir
@@ -44,7 +44,8 @@ def test_a_batch_cycles_the_prompts_with_one_seed_per_image(run, cache, tmp_path
                             **FAST)
     assert (result.out_dir, result.written, result.skipped, result.manifest) == (out, 3, 0, out / "manifest.json")
     assert reports == [(1, 3), (2, 3), (3, 3)]
-    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png", "00002.png", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00000.txt", "00001.png", "00001.txt", "00002.png",
+                                                     "00002.txt", "manifest.json", "metadata.jsonl"]
     manifest = json.loads(result.manifest.read_text(encoding="utf-8"))
     assert manifest["base_model"] == "tiny-sd15" and manifest["lora"] == run.final_lora.name
     assert (manifest["step"], manifest["scale"], manifest["seed"], manifest["count"]) == (8, 1.0, 10, 3)
@@ -61,6 +62,31 @@ def test_a_batch_cycles_the_prompts_with_one_seed_per_image(run, cache, tmp_path
     expected = generate(pipe, "a photo of ohwx toy robot on the beach", 11, steps=2, guidance=manifest["guidance"],
                         width=64, height=64)
     assert np.abs(_pixels(out / "00001.png") - np.asarray(expected, dtype=np.int16)).max() <= 1
+
+
+def test_a_batch_is_a_captioned_dataset_that_check_and_train_accept(run, cache, tmp_path):
+    from studio.config import load_config
+    from studio.data.dataset import scan_dataset
+    from studio.data.report import build_report
+    from studio.engine.train import run_training
+
+    out = tmp_path / "synthetic"
+    generate_batch(run, PROMPTS, 4, out, cache=cache, **FAST)
+    assert (out / "00001.txt").read_text(encoding="utf-8") == "a photo of ohwx toy robot on the beach\n"
+    rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["file_name"], r["text"]) for r in rows] == [
+        ("00000.png", "a photo of ohwx toy robot"), ("00001.png", "a photo of ohwx toy robot on the beach"),
+        ("00002.png", "a photo of ohwx toy robot"), ("00003.png", "a photo of ohwx toy robot on the beach")]
+    scan = scan_dataset(out)
+    report = build_report(scan, resolution=64, trigger_word="ohwx", bucket_step=32)
+    assert report["counts"]["usable"] == report["counts"]["captioned"] == 4, "check would say: 4 of 4 captioned"
+    assert not report["trigger_word"]["missing"], "the trigger word stays in every caption"
+    config = load_config("tiny-demo", ["model.base=tiny-sd15", "lora.rank=4", "lora.alpha=4", "lora.targets=attention",
+                                       f"data.dir={out}", "train.max_steps=2", "train.batch_size=2",
+                                       "sample.every_steps=0", "optim.warmup_steps=0", "save.every_steps=0"])
+    trained = RunFolder.create(tmp_path / "outputs", "on-synthetic", config)
+    assert run_training(config, trained) == "finished"
+    assert trained.read_status()["dataset_images"] == 4
 
 
 def test_a_batch_resumes_where_it_stopped(run, cache, tmp_path):
@@ -83,6 +109,7 @@ def test_a_batch_resumes_where_it_stopped(run, cache, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert [im["seed"] for im in manifest["images"]] == [0, 1, 2, 3, 4] and manifest["count"] == 5
     assert manifest["lora"].endswith(run.lora_file_name(4)) and manifest["step"] == 4
+    assert sorted(p.name for p in out.glob("*.txt")) == [f"0000{i}.txt" for i in range(5)], "every image captioned"
 
     done = generate_batch(run, PROMPTS, 5, out, cache=cache, step=4, scale=0.5, **FAST)
     assert (done.written, done.skipped) == (0, 5)

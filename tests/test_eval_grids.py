@@ -16,12 +16,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import studio.eval.pipelines as pipelines
-from studio.engine.gpu_lock import ACCELERATOR, AcceleratorBusy
+from studio.core.lock import ACCELERATOR, AcceleratorBusy
 from studio.engine.models import load_pipeline
 from studio.engine.runs import RunFolder
 from studio.engine.sampling import generate
-from studio.eval.grids import (Column, grid_spec, list_grids, load_grid, lora_steps, make_grid, parse_prompts,
-                               parse_scales, parse_seeds, parse_steps, plan_columns, spec_from_manifest)
+from studio.eval.columns import external_from_folder, lora_steps, plan_columns
+from studio.eval.grids import grid_spec, list_grids, load_grid, make_grid, spec_from_manifest
+from studio.eval.manifest import Column, read_grid_manifest
+from studio.eval.parsing import parse_prompts, parse_scales, parse_seeds, parse_steps
 from studio.eval.pipelines import PipelineCache
 
 PROMPT = "a photo of ohwx toy robot"
@@ -96,6 +98,7 @@ def test_parsing_what_the_user_typed(tmp_path):
     assert parse_seeds("1, 2,2") == [1, 2]
     assert parse_scales("0,0.5,1") == [0.0, 0.5, 1.0]
     assert parse_steps("ALL") == "all" and parse_steps("final") == "final" and parse_steps("8,4") == [8, 4]
+    assert parse_steps("4,final") == [4, "final"] and parse_steps(["8", "final"]) == [8, "final"]
     for bad, call in [("1,a", parse_seeds), ("-1", parse_seeds), ("half", parse_scales), ("inf", parse_scales),
                       ("latest", parse_steps), ("", parse_seeds)]:
         with pytest.raises(ValueError):
@@ -115,6 +118,11 @@ def test_columns_are_prompt_only_then_each_lora_at_each_scale(run):
                                         "step 8 · ×1"]
     assert every[1].lora == f"checkpoints/step-000004/{run.name}-step000004.safetensors"
     assert [c.label for c in plan_columns(run, [8], [1.0], prompt_only=False)] == ["step 8 · ×1"]
+    # the Compare tab's picks: steps ascending whatever their order, the final LoRA last
+    assert [c.label for c in plan_columns(run, [8, "final", 4], [1.0])] == ["prompt only", "step 4 · ×1",
+                                                                           "step 8 · ×1", "final · ×1"]
+    assert [c.kind for c in plan_columns(run, [4], [1.0], baseline=True)] == ["prompt_only", "lora"]
+    assert plan_columns(run, [4], [1.0], baseline=True)[0].label == "baseline prompt"
     with pytest.raises(ValueError, match=r"no checkpoint LoRA at step 5 \(available: 4, 8\)"):
         plan_columns(run, [5])
 
@@ -155,7 +163,9 @@ def test_a_text_encoder_lora_does_not_leak_into_the_next_one(run, cache, fresh, 
 
 
 def _spec(run, columns, seeds=(1,)):
-    return grid_spec(run, ["a photo of {trigger} toy robot"], list(seeds), columns, inference_steps=STEPS)
+    # the guidance _image renders with, so that cells compare with fresh pipelines' images
+    return grid_spec(run, ["a photo of {trigger} toy robot"], list(seeds), columns, inference_steps=STEPS,
+                     guidance=7.0)
 
 
 def test_grid_folder_holds_images_labelled_png_and_manifest_and_the_pipeline_stays_loaded(run, cache, fresh,
@@ -179,7 +189,7 @@ def test_grid_folder_holds_images_labelled_png_and_manifest_and_the_pipeline_sta
     cells = [f"r{r:02d}-c{c:02d}.png" for r in range(2) for c in range(5)]
     assert names == sorted(["grid.png", "manifest.json", *cells])
     manifest = json.loads((grid.folder / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest == grid.manifest
+    assert manifest == grid.manifest.to_dict() and manifest["version"] == 2
     assert manifest["run"] == run.name and manifest["base_model"] == "tiny-sd15" and manifest["family"] == "sd15"
     assert manifest["sampler"] == type(pipe.scheduler).__name__
     assert (manifest["inference_steps"], manifest["width"], manifest["height"]) == (STEPS, 64, 64)
@@ -188,8 +198,10 @@ def test_grid_folder_holds_images_labelled_png_and_manifest_and_the_pipeline_sta
     assert [c["label"] for c in manifest["columns"]] == [c.label for c in columns]
     assert manifest["versions"]["diffusers"]
     first = manifest["images"][0]
-    assert first == {"file": "r00-c00.png", "row": 0, "column": 0, "prompt": PROMPT, "seed": 1, "step": None,
-                     "scale": 0.0, "lora": None, "label": "prompt only"}
+    assert first == {"file": "r00-c00.png", "row": 0, "column": 0, "prompt": PROMPT, "row_prompt": PROMPT, "seed": 1,
+                     "step": None, "scale": 0.0, "lora": None, "label": "prompt only"}
+    assert manifest["columns"][0] == {"kind": "prompt_only", "label": "prompt only", "step": None, "scale": 0.0,
+                                      "lora": None}
     assert manifest["images"][-1]["file"] == "r01-c04.png"
     assert {(im["row"], im["seed"]) for im in manifest["images"]} == {(0, 1), (1, 2)}
     # a row keeps its seed across columns: prompt only is the base model's image, the final LoRA's the fresh one
@@ -207,13 +219,14 @@ def test_grid_folder_holds_images_labelled_png_and_manifest_and_the_pipeline_sta
 
 def test_a_grid_renders_the_same_pixels_again_from_its_manifest(run, cache):
     grid = make_grid(run, _spec(run, plan_columns(run, [4], [0.5])), cache=cache, name="original")
-    again = make_grid(run, spec_from_manifest(load_grid(run, "original").manifest), cache=cache, name="again")
-    assert [im["file"] for im in again.images] == [im["file"] for im in grid.images]
+    original = load_grid(run, "original")
+    again = make_grid(run, spec_from_manifest(original.manifest, original.folder), cache=cache, name="again")
+    assert [im.file for im in again.images] == [im.file for im in grid.images]
     for image in grid.images:
-        assert np.array_equal(_pixels(Image.open(grid.folder / image["file"])),
-                              _pixels(Image.open(again.folder / image["file"]))), image["file"]
+        assert np.array_equal(_pixels(Image.open(grid.folder / image.file)),
+                              _pixels(Image.open(again.folder / image.file))), image.file
     assert np.array_equal(_pixels(Image.open(grid.grid_png)), _pixels(Image.open(again.grid_png)))
-    assert again.manifest["columns"] == grid.manifest["columns"]
+    assert again.manifest.columns == grid.manifest.columns
 
 
 def test_refusals_leave_no_folder_behind(run, cache, monkeypatch):
@@ -225,7 +238,7 @@ def test_refusals_leave_no_folder_behind(run, cache, monkeypatch):
         make_grid(run, spec, cache=cache, name="../escape")
     with pytest.raises(ValueError, match="multiples of 8"):
         grid_spec(run, ["x"], [1], spec.columns, size=(60, 64))
-    missing = Column(step=12, scale=1.0, lora="checkpoints/step-000012/gone.safetensors", label="step 12 · ×1")
+    missing = Column("lora", "step 12 · ×1", step=12, scale=1.0, lora="checkpoints/step-000012/gone.safetensors")
     with pytest.raises(FileNotFoundError, match="gone.safetensors"):
         make_grid(run, _spec(run, [missing]), cache=cache, name="missing")
     with ACCELERATOR.hold("training"):
@@ -250,3 +263,99 @@ def test_refusals_leave_no_folder_behind(run, cache, monkeypatch):
         load_grid(run, "nope")
     with pytest.raises(ValueError, match="grid name"):
         load_grid(run, "../..")
+
+
+BASELINE = "a storybook drawing of a small silver toy robot with round eyes"
+
+
+def test_the_prompt_only_column_renders_the_baseline_prompt_and_both_are_recorded(run, cache):
+    columns = plan_columns(run, [4], [1.0], baseline=True)
+    spec = grid_spec(run, ["a photo of {trigger} toy robot"], [1, 2], columns, baseline_prompts=[BASELINE],
+                     inference_steps=STEPS)
+    grid = make_grid(run, spec, cache=cache, name="with-baseline")
+    manifest = read_grid_manifest(grid.folder)
+    assert manifest.baseline_prompts == [BASELINE] and manifest.prompts == ["a photo of {trigger} toy robot"]
+    cells = {(im.row, im.column): im for im in manifest.images}
+    assert (cells[(1, 0)].prompt, cells[(1, 0)].row_prompt, cells[(1, 0)].seed) == (BASELINE, PROMPT, 2)
+    assert (cells[(1, 1)].prompt, cells[(1, 1)].label) == (PROMPT, "step 4 · ×1")
+    # the baseline cell is the base model's image of the baseline prompt at the row's seed
+    pipe = cache.pipeline(run.config())
+    cache.use_lora(pipe, None, 0.0)
+    expected = _pixels(generate(pipe, BASELINE, 2, steps=STEPS, guidance=spec.guidance, width=64, height=64))
+    assert np.abs(_pixels(Image.open(grid.folder / cells[(1, 0)].file)) - expected).max() <= 1.0
+    assert np.abs(_pixels(Image.open(grid.folder / cells[(1, 0)].file)) - _image(pipe, PROMPT, 2)).mean() > 1, \
+        "the baseline prompt should draw something else than the row's prompt"
+    with pytest.raises(ValueError, match="2 prompts but 3 baseline prompts"):
+        grid_spec(run, ["a", "b"], [1], columns, baseline_prompts=["x", "y", "z"])
+
+
+def _external_folder(folder: Path, colours, prompts: dict | None = None) -> Path:
+    folder.mkdir()
+    for name, colour in colours.items():
+        Image.new("RGB", (96, 80), colour).save(folder / name)
+    if prompts is not None:
+        (folder / "prompts.json").write_text(json.dumps(prompts), encoding="utf-8")
+    return folder
+
+
+def test_another_generators_images_become_a_labelled_column(run, cache, tmp_path):
+    # file order (natural: 2 before 10), one image per row
+    by_order = _external_folder(tmp_path / "freepik", {"img-10.png": (0, 0, 250), "img-2.png": (250, 0, 0)})
+    external = [external_from_folder("Freepik", by_order)]
+    columns = plan_columns(run, [4], [1.0], external=external)
+    assert [(c.kind, c.label) for c in columns] == [("prompt_only", "prompt only"), ("lora", "step 4 · ×1"),
+                                                    ("external", "Freepik")]
+    grid = make_grid(run, grid_spec(run, [PROMPT], [1, 2], columns, external=external, inference_steps=STEPS),
+                     cache=cache, name="with-external")
+    cells = {(im.row, im.column): im for im in grid.manifest.images}
+    assert cells[(0, 2)].source == str(by_order / "img-2.png") and cells[(1, 2)].source == str(by_order / "img-10.png")
+    assert cells[(0, 2)].seed is None and cells[(0, 2)].row_prompt == PROMPT and cells[(0, 2)].label == "Freepik"
+    assert _pixels(Image.open(grid.folder / cells[(0, 2)].file))[0, 0].tolist() == [250, 0, 0]
+    assert read_grid_manifest(grid.folder).columns[2].source == str(by_order)
+
+    # by prompt: prompts.json names each image's prompt ({trigger} filled in); rows of one prompt take its images
+    by_prompt = _external_folder(tmp_path / "deepai", {"a.png": (10, 200, 10), "b.png": (200, 200, 10),
+                                                       "c.png": (10, 10, 10)},
+                                 {"a.png": "a photo of {trigger} toy robot", "b.png": "on the beach",
+                                  "c.png": "A photo of ohwx  toy robot"})
+    external = [external_from_folder("DeepAI", by_prompt)]
+    columns = plan_columns(run, [], prompt_only=False, external=external)
+    one_seed = grid_spec(run, [PROMPT, "on the beach"], [1], columns, external=external, inference_steps=STEPS)
+    assert [p.name for p in one_seed.external["DeepAI"]] == ["a.png", "b.png"]
+    two_seeds = grid_spec(run, [PROMPT], [1, 2], columns, external=external, inference_steps=STEPS)
+    assert [p.name for p in two_seeds.external["DeepAI"]] == ["a.png", "c.png"], "same prompt, any case and spacing"
+    with pytest.raises(ValueError, match="no image left for the prompt 'on the beach' \\(2 rows use it"):
+        grid_spec(run, [PROMPT, "on the beach"], [1, 2], columns, external=external)
+
+
+def test_external_images_that_do_not_fit_the_rows_are_refused_with_the_counts(run, tmp_path):
+    three = _external_folder(tmp_path / "three", {f"{i}.png": (i * 50, 0, 0) for i in range(3)})
+    external = [external_from_folder("Gemini", three)]
+    columns = plan_columns(run, [4], [1.0], external=external)
+    with pytest.raises(ValueError, match=r"external column Gemini: 3 images for 2 rows"):
+        grid_spec(run, [PROMPT], [1, 2], columns, external=external)
+    with pytest.raises(ValueError, match="label 'step 4 · ×1' is taken"):
+        plan_columns(run, [4], [1.0], external=[external_from_folder("step 4 · ×1", three)])
+    with pytest.raises(FileNotFoundError, match="folder .*nowhere does not exist"):
+        external_from_folder("X", tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        external_from_folder("X", tmp_path / "empty")
+
+
+def test_a_version_1_manifest_still_loads_and_renders_again(run, cache):
+    grid = make_grid(run, _spec(run, plan_columns(run, [4])), cache=cache, name="to-age")
+    data = json.loads((grid.folder / "manifest.json").read_text(encoding="utf-8"))
+    for key in ("version", "baseline_prompts"):
+        del data[key]
+    for column in data["columns"]:
+        del column["kind"]
+    for image in data["images"]:
+        del image["row_prompt"]
+    (grid.folder / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
+    old = load_grid(run, "to-age").manifest
+    assert old.version == 1 and [c.kind for c in old.columns] == ["prompt_only", "lora"]
+    assert old.images[0].row_prompt == old.images[0].prompt == PROMPT
+    again = make_grid(run, spec_from_manifest(old, grid.folder), cache=cache, name="from-v1")
+    assert np.array_equal(_pixels(Image.open(again.folder / "r00-c01.png")),
+                          _pixels(Image.open(grid.folder / "r00-c01.png")))

@@ -41,7 +41,9 @@ def test_score_prints_the_scorecard_of_the_newest_grid_and_writes_scores_json(ou
     assert "CLIP-I and CLIP-T: CLIP tiny-random (random weights — numbers mean nothing)" in out
     assert "prompt only (baseline)" in out and "step 4 · ×1" in out and "final · ×0.5" in out
     assert "Recommended: " in out and "DINO 0.668, CLIP-I 0.803, CLIP-T 0.305" in out
-    assert "scoring grid-new" in result.stderr and "Traceback" not in result.stderr
+    assert "scoring grid grid-new (the newest of run r; 1 older, pick one with --grid NAME)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "consistent" in out.splitlines()[4] and "Consistent: the share of a column's images whose DINO" in out
     grids = outputs / "r" / "grids"
     assert not (grids / "grid-old" / "scores.json").exists()
     written = json.loads((grids / "grid-new" / "scores.json").read_text(encoding="utf-8"))
@@ -51,6 +53,7 @@ def test_score_prints_the_scorecard_of_the_newest_grid_and_writes_scores_json(ou
     column_line = next(line for line in out.splitlines() if line.startswith("step 4"))
     step4 = here["columns"][1]
     assert f"{step4['clip_i']:.3f}" in column_line and f"{step4['clip_t']:.3f}" in column_line
+    assert f"{step4['consistency'] * 100:.0f} %" in column_line
 
 
 def test_json_with_a_named_grid_and_reference_folder(outputs, tmp_path, capsys):
@@ -60,7 +63,9 @@ def test_json_with_a_named_grid_and_reference_folder(outputs, tmp_path, capsys):
         Image.new("RGB", (40, 40), (60 * i, 90, 30)).save(refs / f"{i}.png")
     assert main(["--outputs", str(outputs), "score", "r", "--grid", "grid-old", "--refs", str(refs), "--json", *TINY]) == 0
     scores = json.loads(capsys.readouterr().out)
-    assert scores["grid"] == "grid-old" and scores["references"] == {"folder": str(refs), "count": 3}
+    # uncaptioned references: no CLIP-T of their own for the recommendation's prompt floor
+    assert scores["grid"] == "grid-old"
+    assert scores["references"] == {"folder": str(refs), "count": 3, "clip_t": None, "captioned": 0}
     assert len(scores["images"]) == 6 and [c["n"] for c in scores["columns"]] == [2, 2, 2]
     assert scores == json.loads((outputs / "r" / "grids" / "grid-old" / "scores.json").read_text(encoding="utf-8"))
 
@@ -68,7 +73,9 @@ def test_json_with_a_named_grid_and_reference_folder(outputs, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["score", "no-such-run"], "no run 'no-such-run'"),
     (["score", "no-grids"], "run no-grids has no comparison grid yet: make one first with "
-                            "python studio.py compare no-grids --prompts"),
+                            "python studio.py compare no-grids"),
+    (["score", "no-grids", "--batch", "nope"], "no batch 'nope': neither a batch of run no-grids"),
+    (["score", "r", "--inception", "tiny-random", *TINY], "--inception is for FID / KID of a batch"),
     (["score", "r", "--grid", "grid-x", *TINY], "no grid 'grid-x'"),
     (["score", "r", "--clip", "ViT-Q-99/openai"], "CLIP backbone 'ViT-Q-99/openai': open_clip has no model"),
     (["score", "r", "--refs", "/no/such/refs", *TINY], "dataset folder /no/such/refs does not exist"),

@@ -13,12 +13,14 @@ import gradio as gr
 import pytest
 
 from conftest import train_tiny_run
-from studio.engine.gpu_lock import ACCELERATOR
+from studio.core.lock import ACCELERATOR
 from studio.engine.runner import Runner
 from studio.eval.backbones import TINY_RANDOM
+from studio.eval.parsing import prompt_lines
 from studio.ui import eval_view
 from studio.ui.app import Settings, Studio, build_app
-from studio.ui.compare_tab import CACHE_PART, CompareHandlers
+from studio.ui.compare_tab import CompareHandlers
+from studio.ui.notices import Refusal
 from studio.ui.score_tab import NOT_SCORED, TRAINING_IMAGES, ScoreHandlers
 from studio.ui.security import PathNotAllowed, Roots
 
@@ -101,9 +103,10 @@ def test_make_grid_shows_four_captioned_images_a_slider_and_the_labelled_grid(gr
     items = arg(grid["gallery"], "value")
     assert len(items) == 4 and arg(grid["gallery"], "columns") == 2
     captions = [c for _, c in items]
-    assert captions == ["a photo of ohwx toy robot · seed 1 · prompt only", "a photo of ohwx toy robot · seed 1 · "
-                        "final · ×1", "a photo of ohwx toy robot · seed 2 · prompt only",
-                        "a photo of ohwx toy robot · seed 2 · final · ×1"]
+    assert captions == ["prompt only · seed 1 · a photo of ohwx toy robot",  # column first: a cut caption
+                        "final · ×1 · seed 1 · a photo of ohwx toy robot",   # still names the column
+                        "prompt only · seed 2 · a photo of ohwx toy robot",
+                        "final · ×1 · seed 2 · a photo of ohwx toy robot"]
     folder = studio.roots.outputs / RUN / "grids" / "first"
     assert all(path.startswith(str(folder)) and (folder / path.rsplit("/", 1)[1]).is_file() for path, _ in items)
     assert arg(grid["grids"], "value") == "first" and "first" in arg(grid["grids"], "choices")
@@ -127,10 +130,11 @@ def test_the_slider_switches_rows_and_an_earlier_grid_reopens(grid, compare):
 
 
 def test_the_pipeline_stays_loaded_between_grids(grid, compare, studio):
-    cache = studio.parts[CACHE_PART]
+    cache = studio.eval_models.pipelines()
+    assert cache.loaded
     out = compare.make_grid(RUN, **GRID | {"checkpoints": ["4", "final"], "scales": "0.5,1", "seeds": "3"},
                             grid_name="second", progress=Progress())
-    assert studio.parts[CACHE_PART] is cache
+    assert studio.eval_models.pipelines() is cache and cache.loaded
     columns = [label for label, _ in arg(out[4], "choices")]
     assert columns == ["step 4 · ×0.5", "step 4 · ×1", "final · ×0.5", "final · ×1"]
     assert len(arg(out[2], "value")) == 5
@@ -153,8 +157,8 @@ def test_a_grid_needs_a_column_and_a_run_inside_outputs(compare):
 
 
 def test_typed_prompts_are_never_read_as_a_file():
-    assert eval_view.prompt_lines("/etc/passwd") == ["/etc/passwd"]
-    assert eval_view.prompt_lines("a {trigger}\n\n# note\n b ") == ["a {trigger}", "b"]
+    assert prompt_lines("/etc/passwd") == ["/etc/passwd"]
+    assert prompt_lines("a {trigger}\n\n# note\n b ") == ["a {trigger}", "b"]
 
 
 def test_while_training_holds_the_accelerator_make_grid_warns_and_writes_nothing(compare, studio, grid):
@@ -250,9 +254,10 @@ def test_a_scored_grid_reopens_from_scores_json_without_recomputing(score, score
 
 
 def test_the_score_pickers_list_runs_with_grids_newest_first(score, scored):
-    run, grids, refs = score.list_runs(None, None)
+    run, grids, batches, refs, clip, dino = score.list_runs(None, None)
     assert arg(run, "value") == RUN and arg(grids, "choices")[:2] == ["second", "first"]
     assert arg(grids, "value") == "second"
+    assert arg(clip, "value") == "ViT-B-32-quickgelu/openai", "the run's default backbones when the run is picked"
     assert arg(score.list_runs(RUN, "first")[1], "value") == "first"
     assert arg(refs, "choices") == [TRAINING_IMAGES]
 
@@ -264,26 +269,127 @@ def test_a_dataset_folder_can_be_the_references(score, scored, studio):
     refs.mkdir()
     for image in sorted(demo_dataset_dir().glob("*.png"))[:3]:
         (refs / image.name).write_bytes(image.read_bytes())
-    assert arg(score.list_runs(RUN, "first")[2], "choices") == [TRAINING_IMAGES, "refs"]
+    assert arg(score.list_runs(RUN, "first")[3], "choices") == [TRAINING_IMAGES, "refs"]
     _, summary, table, *_ = score.score(RUN, "second", TINY_RANDOM, TINY_RANDOM, "refs", "DINO", progress=Progress())
     assert "3 reference images from `refs`" in summary and len(table) == 5
 
 
 def test_scoring_refusals(score, grid, studio):
-    with ACCELERATOR.hold("training tiny-run"), pytest.warns(UserWarning, match="busy"):
-        out = score.score(RUN, "first", TINY_RANDOM, TINY_RANDOM, TRAINING_IMAGES, "DINO", progress=Progress())
-    assert "⚠️" in out[-1]
-    with pytest.raises(gr.Error, match="ViT-B-32-quickgelu/openai"):
+    with ACCELERATOR.hold("training tiny-run"), pytest.raises(Refusal, match="busy"):
+        score.score(RUN, "first", TINY_RANDOM, TINY_RANDOM, TRAINING_IMAGES, "DINO", progress=Progress())
+    with pytest.raises(Refusal, match="ViT-B-32-quickgelu/openai") as offline:
         score.score(RUN, "first", "ViT-B-32-quickgelu/openai", TINY_RANDOM, TRAINING_IMAGES, "DINO",
                     progress=Progress())
+    # one short line in the tab's words; the library's error (not the CLI's --clip help) in the details
+    line, details = offline.value.line, offline.value.details
+    assert line.startswith("Cannot load the CLIP backbone `ViT-B-32-quickgelu/openai`: pick another in the CLIP")
+    assert len(line.split()) <= 30 and "--clip" not in line + details and "run the same command" not in line + details
+    assert details
     with pytest.raises(gr.Error, match="outside the datasets folder"):
         score.score(RUN, "first", TINY_RANDOM, TINY_RANDOM, "../outputs", "DINO", progress=Progress())
     with pytest.raises(PathNotAllowed):
-        score.clip_backbone("ViT-B-32/../../etc/passwd")
+        eval_view.clip_backbone(studio.roots, "ViT-B-32/../../etc/passwd")
     with pytest.raises(PathNotAllowed):
-        score.dino_backbone("/etc/passwd")
+        eval_view.dino_backbone(studio.roots, "/etc/passwd")
+    with pytest.raises(PathNotAllowed):
+        eval_view.inception_backbone(studio.roots, "/etc/passwd")
     with pytest.raises(gr.Error, match="pick a grid"):
         score.score(RUN, "", TINY_RANDOM, TINY_RANDOM, TRAINING_IMAGES, "DINO", progress=Progress())
+
+
+# --- the seeds' questions: a baseline prompt, another generator, a scored batch ----------------------
+
+@pytest.fixture(scope="module")
+def seed_grid(compare, tmp_path_factory) -> dict:
+    """1 prompt × 2 seeds: baseline prompt, the final LoRA, and two uploaded 'Freepik' images."""
+    from PIL import Image
+
+    uploads = tmp_path_factory.mktemp("uploads")
+    files = []
+    for i, colour in enumerate([(240, 120, 20), (20, 120, 240)]):
+        Image.new("RGB", (96, 96), colour).save(uploads / f"freepik-{i + 1}.png")
+        files.append(str(uploads / f"freepik-{i + 1}.png"))
+    external, listed, _, _ = compare.add_external("Freepik", files, [])
+    out = compare.make_grid(RUN, **GRID, grid_name="seed-question", baseline_prompts="a small silver robot",
+                            external=external, progress=Progress())
+    grids, *shown, notice = out
+    return {"external": external, "listed": listed, **dict(zip(SHOWN, shown))}
+
+
+def test_a_grid_takes_a_baseline_prompt_and_another_generators_images(compare, seed_grid):
+    assert seed_grid["listed"] == "Columns of the next grid:\n- **Freepik**: 2 files"
+    captions = [c for _, c in arg(seed_grid["gallery"], "value")]
+    assert captions[:3] == ["baseline prompt · seed 1 · a small silver robot",
+                            "final · ×1 · seed 1 · a photo of ohwx toy robot", "Freepik · a photo of ohwx toy robot"]
+    assert "the baseline column renders: a small silver robot" in seed_grid["summary"]
+    assert "other generators: Freepik" in seed_grid["summary"]
+    assert [label for label, _ in arg(seed_grid["column"], "choices")] == ["final · ×1", "Freepik"]
+    with pytest.raises(gr.Error, match="already a column 'Freepik'"):
+        compare.add_external("Freepik", ["x.png"], seed_grid["external"])
+    with pytest.raises(gr.Error, match="upload the generator's images first"):
+        compare.add_external("Gemini", None, seed_grid["external"])
+    with pytest.raises(gr.Error, match="no images among the files"):
+        compare.add_external("Gemini", ["/tmp/notes.txt"], seed_grid["external"])
+    assert compare.clear_external() == ([], "No other generator added.")
+    with pytest.raises(gr.Error, match="3 prompts but 2 baseline prompts"):
+        compare.make_grid(RUN, **GRID | {"prompts": "a\nb\nc"}, grid_name="", baseline_prompts="x\ny",
+                          progress=Progress())
+
+
+def test_the_scorecard_shows_consistency_for_every_column_and_the_external_point(score, seed_grid):
+    banner, summary, table, chart, recommendation, images = score.score(
+        RUN, "seed-question", TINY_RANDOM, TINY_RANDOM, TRAINING_IMAGES, "DINO", progress=Progress())[:6]
+    assert list(table["Column"]) == ["baseline prompt", "final · ×1", "Freepik (external)"]
+    assert all(value.endswith(" %") for value in table["Consistent"])
+    assert list(arg(chart, "value")["column"]) == ["baseline prompt", "final · ×1", "Freepik (external)"]
+    assert "Consistent: the share of a column's images whose DINO" in summary
+    assert set(images["Consistent"]) <= {"yes", "no"}
+    assert recommendation.startswith("**Recommended: final · ×1**")
+
+
+def test_a_batch_goes_to_score_and_is_scored_as_a_distribution(compare, score, studio):
+    from studio.eval.inception import INCEPTION_NONE
+
+    compare.generate_batch(RUN, "a {trigger}\nb {trigger}", None, 4, "final", 1.0, 0, "to-score", *SAMPLER,
+                           progress=Progress())
+    run, batch, tabs = compare.send_batch_to_score(RUN, "to-score")
+    assert arg(run, "value") == RUN and arg(batch, "value") == "to-score" and arg(tabs, "selected") == "score"
+    with pytest.raises(gr.Error, match="generate batch 'nope'"):
+        compare.send_batch_to_score(RUN, "nope")
+    summary, table = score.show_batch(RUN, "to-score")
+    assert "is not scored yet" in summary and table.empty
+    summary, table, notice = score.score_batch(RUN, "to-score", TINY_RANDOM, TINY_RANDOM, TINY_RANDOM,
+                                               TRAINING_IMAGES, progress=Progress())
+    assert "Batch **to-score**" in summary and "4 images against 16 reference images" in summary
+    assert "random weights" in summary
+    assert list(table["Metric"]) == ["CLIP-T", "CLIP-I", "DINO", "consistency", "diversity", "FID", "KID", "CMMD"]
+    assert all(value != "–" for value in table["Value"])
+    assert table.set_index("Metric").loc["FID", "Sample sizes · backbone"] == "N = 4 vs 16 refs · tiny-random"
+    assert "biased" in table.set_index("Metric").loc["FID", "Caveat, or why it is missing"]
+    reopened = score.show_batch(RUN, "to-score")
+    assert reopened[1].equals(table)
+    _, table, notice = score.score_batch(RUN, "to-score", TINY_RANDOM, "none", INCEPTION_NONE, TRAINING_IMAGES,
+                                         progress=Progress())
+    assert "no dino, fid, kid (see the table)" in notice
+    assert table.set_index("Metric").loc["FID", "Value"] == "–"
+    assert "--inception none" in table.set_index("Metric").loc["FID", "Caveat, or why it is missing"]
+    listed = score.list_runs(RUN, "first", "to-score")
+    assert arg(listed[2], "value") == "to-score" and "to-score" in arg(listed[2], "choices")
+
+
+def test_the_train_form_confines_the_scoring_backbones(studio):
+    from studio.config import load_config
+    from studio.ui.form import form_config, form_values
+
+    values = form_values(load_config("tiny-demo", ["model.base=tiny-sd15"]))
+    config = form_config(values | {"sample.score_backbone": "tiny-random", "sample.every_steps": 100,
+                                   "train.stop_at_clip_i": "0.8"}, studio.roots)
+    assert (config.sample.score_backbone, config.train.stop_at_clip_i) == ("tiny-random", 0.8)
+    with pytest.raises(PathNotAllowed):
+        form_config(values | {"sample.score_backbone": "ViT-B-32/../../etc/passwd"}, studio.roots)
+    with pytest.raises(PathNotAllowed):
+        form_config(values | {"sample.score_backbone": "tiny-random", "sample.score_dino": "/etc/passwd"},
+                    studio.roots)
 
 
 # --- wiring --------------------------------------------------------------------------------------
@@ -295,5 +401,7 @@ def test_the_tabs_build_with_their_api_names(studio):
     names = {fn.api_name for fn in app.fns.values()}
     assert {"make_grid", "open_grid", "show_slider", "send_to_score", "generate_batch", "stop_batch",
             "pick_compare_run", "list_lora_runs", "follow_job_compare", "list_scored_runs", "list_grids",
-            "show_scores", "score_grid"} <= names
-    assert {"score.run", "score.grid", "score.show"} <= set(built.parts)
+            "show_scores", "score_grid", "add_external", "clear_external", "send_batch_to_score",
+            "show_batch_scores", "score_batch"} <= names
+    send = next(fn for fn in app.fns.values() if fn.api_name == "send_to_score")
+    assert [o._id for o in send.outputs] == [built.score.run._id, built.score.grid._id, built.tabs._id]

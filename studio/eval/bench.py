@@ -38,7 +38,8 @@ def run_grid_bench(config: RunConfig, repeats: int = 3, inference_steps: int = 4
                    models_dir: Path | None = None) -> GridBench:
     """Train `config` for 4 steps (checkpoints at 2 and 4), then time `repeats` cold and warm grids."""
     from studio.engine.train import run_training
-    from studio.eval.grids import grid_spec, make_grid, plan_columns
+    from studio.eval.columns import plan_columns
+    from studio.eval.grids import grid_spec, make_grid
     from studio.eval.pipelines import PipelineCache
 
     if repeats < 1:

@@ -4,39 +4,42 @@ Image i uses prompt i mod len(prompts) and seed + i, and is saved as `{i:05d}.pn
 a batch is resumable: running it again with the same settings skips the images already written and
 fills in the rest, and a larger count extends it. A folder holding a batch made with other settings
 (prompts, LoRA, scale, seed, sampler settings, base model) is refused, naming what differs, rather
-than mixing two batches in one manifest. `manifest.json` lists every image in the folder with its
-prompt and seed, next to the settings and base model that made them.
+than mixing two batches in one manifest. `manifest.json` (`manifest.py`) lists every image in the
+folder with its prompt and seed, next to the settings and base model that made them.
+
+Each image's prompt, trigger word kept, is also its caption: a `.txt` sidecar beside it and a line
+of `metadata.jsonl`, so `check` and `train` take the folder as a dataset (the synthetic set goes
+back into training), and `score --batch` scores it as a distribution.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
-from studio.data.atomic import write_json_atomic
+from studio.core.lock import ACCELERATOR
+from studio.core.names import check_folder_name
+from studio.data.captions import sidecar_path, write_metadata_jsonl, write_sidecars
 from studio.engine.environment import library_versions
-from studio.engine.gpu_lock import ACCELERATOR
 from studio.engine.runs import RunFolder, now_iso
-from studio.eval.grids import FINAL, MAX_SEED, PROMPT_ONLY, Column, grid_spec, lora_path, plan_columns
+from studio.eval.columns import lora_path, plan_columns
+from studio.eval.grids import grid_spec
+from studio.eval.manifest import (MANIFEST_FILE, PROMPT_ONLY, BatchImage, BatchManifest, Column, read_batch_manifest,
+                                  write_manifest)
+from studio.eval.parsing import FINAL, MAX_SEED
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from studio.eval.pipelines import PipelineCache
 
-MANIFEST = "manifest.json"
 GENERATED = "generated"
 _IMAGE_RE = re.compile(r"^(\d{5,})\.png$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-SETTINGS = ("run", "base_model", "family", "vae", "lora", "step", "scale", "seed", "prompts", "inference_steps",
-            "guidance", "width", "height", "negative_prompt", "trigger_word")
-"""What must match for a batch to continue in a folder (the count may grow or shrink)."""
 
 
 @dataclass
@@ -52,10 +55,28 @@ class BatchResult:
 def generated_dir(run: RunFolder, name: str) -> Path:
     """outputs/<run>/generated/<name>, where the UI writes batches; an empty name gets a dated one."""
     name = name.strip() or f"batch-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    if not _NAME_RE.match(name):
-        raise ValueError(f"batch name {name!r} must be 1–100 letters, digits, '.', '_' or '-' and start with "
-                         "a letter or digit")
-    return run.path / GENERATED / name
+    return run.path / GENERATED / check_folder_name(name, "batch")
+
+
+def list_batches(run: RunFolder) -> list[str]:
+    """Batches under outputs/<run>/generated/ (a manifest present), newest first."""
+    folder = run.path / GENERATED
+    if not folder.is_dir():
+        return []
+    found = [d for d in folder.iterdir() if d.is_dir() and (d / MANIFEST_FILE).is_file()]
+    return [d.name for d in sorted(found, key=lambda d: (d / MANIFEST_FILE).stat().st_mtime, reverse=True)]
+
+
+def batch_folder(run: RunFolder, value: str | Path) -> Path:
+    """`--batch NAME|DIR`: a batch of the run by name, else a folder written by generate."""
+    text = str(value).strip()
+    if text and Path(text).name == text and (run.path / GENERATED / text / MANIFEST_FILE).is_file():
+        return run.path / GENERATED / text
+    path = Path(text).expanduser()
+    if text and path.is_dir():
+        return path
+    known = ", ".join(list_batches(run)) or "none yet"
+    raise FileNotFoundError(f"no batch {text!r}: neither a batch of run {run.name} (batches: {known}) nor a folder")
 
 
 def image_name(index: int) -> str:
@@ -64,28 +85,18 @@ def image_name(index: int) -> str:
 
 def _column(run: RunFolder, step: int | None, scale: float) -> Column:
     if scale == 0:
-        return Column(None, 0.0, None, PROMPT_ONLY)
+        return Column("prompt_only", PROMPT_ONLY)
     [column] = plan_columns(run, FINAL if step is None else [step], [scale], prompt_only=False)
     return column
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}): move the folder away or choose another one") from None
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path} is not a batch manifest: choose another folder")
-    return manifest
-
-
-def _check_folder(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+def _check_folder(out_dir: Path, wanted: BatchManifest) -> BatchManifest | None:
     """The folder's manifest when it holds a batch with these settings; None for a new or empty folder."""
-    path = out_dir / MANIFEST
-    if path.is_file():
-        old = _read_manifest(path)
-        changed = [f"{key}: {old.get(key)!r} → {settings[key]!r}"
-                   for key in SETTINGS if old.get(key) != settings[key]]
+    if (out_dir / MANIFEST_FILE).is_file():
+        old = read_batch_manifest(out_dir)
+        mine, theirs = wanted.settings(), old.settings()
+        changed = [f"{key}: {theirs[key]!r} → {mine[key]!r}" for key in BatchManifest.SETTINGS
+                   if theirs[key] != mine[key]]
         if changed:
             raise ValueError(f"{out_dir} holds a batch made with other settings ({'; '.join(changed)}): continue it "
                              "with the same settings, or choose another output folder")
@@ -93,7 +104,7 @@ def _check_folder(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | N
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} is a file, not a folder")
     if out_dir.is_dir() and any(not p.name.startswith(".") for p in out_dir.iterdir()):
-        raise ValueError(f"{out_dir} is not empty and has no {MANIFEST}, so it is not a batch folder: "
+        raise ValueError(f"{out_dir} is not empty and has no {MANIFEST_FILE}, so it is not a batch folder: "
                          "choose a new or empty folder")
     return None
 
@@ -110,13 +121,19 @@ def _save_png(image: Image.Image, path: Path) -> None:
         raise
 
 
-def _images(out_dir: Path, settings: dict[str, Any], fill: Callable[[str], str]) -> list[dict[str, Any]]:
+def _images(out_dir: Path, manifest: BatchManifest, fill: Callable[[str], str]) -> list[BatchImage]:
     """Every image of the batch in the folder, by index."""
     indices = sorted(int(m.group(1)) for p in out_dir.iterdir() if (m := _IMAGE_RE.match(p.name)))
-    prompts = settings["prompts"]
-    return [{"file": image_name(i), "index": i,
-             "prompt": fill(prompts[i % len(prompts)]), "seed": settings["seed"] + i, "step": settings["step"],
-             "scale": settings["scale"], "lora": settings["lora"]} for i in indices]
+    prompts = manifest.prompts
+    return [BatchImage(file=image_name(i), index=i, prompt=fill(prompts[i % len(prompts)]), seed=manifest.seed + i,
+                       step=manifest.step, scale=manifest.scale, lora=manifest.lora) for i in indices]
+
+
+def _write_captions(out_dir: Path, images: list[BatchImage]) -> None:
+    """Each image's prompt as its caption: the sidecars it lacks, and metadata.jsonl for all of them."""
+    captions = {out_dir / im.file: im.prompt for im in images}
+    write_sidecars({image: text for image, text in captions.items() if not sidecar_path(image).is_file()})
+    write_metadata_jsonl(out_dir, captions)
 
 
 def generate_batch(run: RunFolder, prompts: list[str], count: int, out_dir: Path, *, cache: PipelineCache,
@@ -125,7 +142,8 @@ def generate_batch(run: RunFolder, prompts: list[str], count: int, out_dir: Path
                    should_stop: Callable[[], bool] | None = None,
                    inference_steps: int | None = None, guidance: float | None = None,
                    size: int | tuple[int, int] | None = None, negative_prompt: str | None = None) -> BatchResult:
-    """`count` images into `out_dir`: image i is prompt i % len(prompts) at seed + i, file "{i:05d}.png".
+    """`count` images into `out_dir`: image i is prompt i % len(prompts) at seed + i, file "{i:05d}.png",
+    with its prompt as caption ("{i:05d}.txt" and a metadata.jsonl line).
 
     `step` None is the final LoRA (else the latest checkpoint); `scale` 0 is no LoRA. Sampler settings
     default to the run's sample section and data.resolution. Images already written are skipped;
@@ -145,36 +163,41 @@ def generate_batch(run: RunFolder, prompts: list[str], count: int, out_dir: Path
     spec = grid_spec(run, prompts, [seed], [column], inference_steps=inference_steps, guidance=guidance, size=size,
                      negative_prompt=negative_prompt)
     trigger = config.data.trigger_word
-    settings = {"run": run.name, "base_model": config.model.base, "family": config.model.family,
-                "vae": config.model.vae, "lora": column.lora, "step": column.step, "scale": column.scale,
-                "seed": seed, "prompts": spec.prompts, "inference_steps": spec.inference_steps,
-                "guidance": spec.guidance, "width": spec.width, "height": spec.height,
-                "negative_prompt": spec.negative_prompt, "trigger_word": trigger}
-    old = _check_folder(out_dir, settings)
+    manifest = BatchManifest(run=run.name, base_model=config.model.base, family=config.model.family,
+                             vae=config.model.vae, lora=column.lora, step=column.step, scale=column.scale, seed=seed,
+                             prompts=spec.prompts, inference_steps=spec.inference_steps, guidance=spec.guidance,
+                             width=spec.width, height=spec.height, negative_prompt=spec.negative_prompt,
+                             trigger_word=trigger, class_phrase=config.data.class_phrase)
+    old = _check_folder(out_dir, manifest)
     lora = lora_path(run, column.lora) if column.lora else None
     missing = [i for i in range(count) if not (out_dir / image_name(i)).is_file()]
     skipped = count - len(missing)
-    manifest = (old or {}) | settings | {"created": (old or {}).get("created") or now_iso(),
-                                         "count": max(count, (old or {}).get("count", 0))}
+    if old is not None:
+        manifest.created, manifest.sampler, manifest.device = old.created, old.sampler, old.device
+        manifest.dtype, manifest.versions = old.dtype, old.versions
+    manifest.created = manifest.created or now_iso()
+    manifest.count = max(count, old.count if old else 0)
 
-    def write_manifest() -> Path:
-        manifest.update(updated=now_iso(), images=_images(out_dir, settings, lambda p: fill_trigger(p, trigger)))
-        return write_json_atomic(out_dir / MANIFEST, manifest)
+    def save_manifest() -> Path:
+        manifest.updated = now_iso()
+        manifest.images = _images(out_dir, manifest, lambda p: fill_trigger(p, trigger))
+        _write_captions(out_dir, manifest.images)
+        return write_manifest(out_dir, manifest)
 
     if not missing:
-        write_manifest()
-        return BatchResult(out_dir, 0, skipped, out_dir / MANIFEST)
+        save_manifest()
+        return BatchResult(out_dir, 0, skipped, out_dir / MANIFEST_FILE)
 
-    # 2. Render what is missing, one image at a time.
+    # 2. Render what is missing, one image at a time; its caption goes beside it.
     written = 0
     with ACCELERATOR.hold("batch generation"):
         pipe = cache.pipeline(config)
         cache.use_lora(pipe, lora, column.scale)
-        manifest.update(sampler=type(pipe.scheduler).__name__, device=pipe.unet.device.type,
-                        dtype=str(pipe.unet.dtype).removeprefix("torch."),
-                        versions=library_versions("diffusers", "torch", "transformers", "peft"))
+        manifest.sampler, manifest.device = type(pipe.scheduler).__name__, pipe.unet.device.type
+        manifest.dtype = str(pipe.unet.dtype).removeprefix("torch.")
+        manifest.versions = library_versions("diffusers", "torch", "transformers", "peft")
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_manifest()  # before the first image, so a killed batch is still recognised as one when run again
+        save_manifest()  # before the first image, so a killed batch is still recognised as one when run again
         if progress and skipped:
             progress(skipped, count)
         try:
@@ -185,9 +208,10 @@ def generate_batch(run: RunFolder, prompts: list[str], count: int, out_dir: Path
                 image = generate(pipe, prompt, seed + i, steps=spec.inference_steps, guidance=spec.guidance,
                                  width=spec.width, height=spec.height, negative_prompt=spec.negative_prompt)
                 _save_png(image, out_dir / image_name(i))
+                write_sidecars({out_dir / image_name(i): prompt})
                 written += 1
                 if progress:
                     progress(skipped + written, count)
         finally:
-            write_manifest()
-    return BatchResult(out_dir, written, skipped, out_dir / MANIFEST)
+            save_manifest()
+    return BatchResult(out_dir, written, skipped, out_dir / MANIFEST_FILE)

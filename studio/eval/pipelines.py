@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 
-from studio.engine.device import detect_device
+from studio.core.device import detect_device
 from studio.engine.models import load_pipeline, load_vae, quiet_progress_bars
 
 if TYPE_CHECKING:

@@ -1,10 +1,13 @@
 """Compare tab: prompt-only against LoRA side by side, across checkpoints and scales, and batches.
 
-A comparison grid's rows are prompt × seed and its columns prompt only, then each picked checkpoint
-at each scale; a row uses the same seed in every column. The grid shows as a captioned gallery,
-a before/after slider (prompt only against one column, for one row) and the labelled grid.png to
-download; earlier grids reopen from disk, and "Send to Score" hands one to the Score tab. The base
-model stays loaded between grids and batches in one `PipelineCache` per studio process.
+A comparison grid's rows are prompt × seed and its columns prompt only (or, with baseline prompts,
+each row's baseline prompt without the LoRA), then each picked checkpoint at each scale, then the
+images of other generators added as columns; a row uses the same seed in every rendered column.
+The grid shows as a captioned gallery, a before/after slider (prompt only against one column, for
+one row) and the labelled grid.png to download; earlier grids reopen from disk, and "Send to Score"
+hands one to the Score tab. A batch writes images with their prompts as captions, and "Score this
+batch" hands it to the Score tab. The base model stays loaded between grids and batches in one
+`PipelineCache` per studio process.
 """
 
 from __future__ import annotations
@@ -15,20 +18,22 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from studio.engine.gpu_lock import AcceleratorBusy
+from studio.config import field_bounds
+from studio.core.lock import AcceleratorBusy
 from studio.engine.models import ModelLoadError
 from studio.engine.runs import RunFolder
-from studio.eval.grids import (FINAL, PROMPT_ONLY, Column, Grid, grid_spec, list_grids, load_grid, make_grid,
-                               parse_scales, parse_seeds, plan_columns)
+from studio.eval.columns import ExternalImages, external_from_files, plan_columns
+from studio.eval.grids import Grid, grid_spec, list_grids, load_grid, make_grid
+from studio.eval.manifest import Column
+from studio.eval.parsing import FINAL, parse_scales, parse_seeds, parse_steps, prompt_lines
 from studio.ui import eval_view, live
+from studio.ui.context import COMPARE_TAB, SCORE_TAB
 
 if TYPE_CHECKING:
     from studio.eval.pipelines import PipelineCache
-    from studio.ui.app import Studio
+    from studio.ui.context import Studio
 
-TITLE, TAB_ID = "Compare", "compare"
-CACHE_PART = "eval.cache"
-"""`Studio.parts` key of the one `PipelineCache`."""
+TITLE, TAB_ID = "Compare", COMPARE_TAB
 BATCH_PREVIEW = 8
 """Images of a batch shown after it ran: the last ones written."""
 USER_ERRORS = (ValueError, FileNotFoundError, ModelLoadError)
@@ -45,11 +50,7 @@ class CompareHandlers:
 
     def cache(self) -> PipelineCache:
         """The studio's one pipeline cache, so the base model stays loaded between grids."""
-        from studio.eval.pipelines import PipelineCache  # imports diffusers: only when generating
-
-        if CACHE_PART not in self.studio.parts:
-            self.studio.parts[CACHE_PART] = PipelineCache(self.studio.roots.models)
-        return self.studio.parts[CACHE_PART]
+        return self.studio.eval_models.pipelines()
 
     # --- runs ------------------------------------------------------------------------------------
     def run_names(self) -> list[str]:
@@ -97,12 +98,18 @@ class CompareHandlers:
     # --- grids -----------------------------------------------------------------------------------
     def make_grid(self, run_name: str, prompts: str, seeds: str, checkpoints: list[str] | None, prompt_only: bool,
                   scales: str, inference_steps: float, guidance: float, width: float, height: float,
-                  negative_prompt: str, grid_name: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
-        """Render the grid (rows prompt × seed, columns prompt only + checkpoint × scale) and show it."""
+                  negative_prompt: str, grid_name: str, baseline_prompts: str = "",
+                  external: list[dict[str, Any]] | None = None,
+                  progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Render the grid (rows prompt × seed; columns prompt only or the baseline prompt, checkpoint × scale,
+        other generators' images) and show it."""
         run = self.studio.run(run_name)
         try:
-            columns = self.plan(run, checkpoints or [], parse_scales(scales), prompt_only)
-            spec = grid_spec(run, self.prompts(prompts), parse_seeds(seeds), columns,
+            baselines = prompt_lines(baseline_prompts)
+            images = self.external_images(external or [])
+            columns = self.plan(run, checkpoints or [], parse_scales(scales), prompt_only, bool(baselines), images)
+            spec = grid_spec(run, self.prompts(prompts), parse_seeds(seeds), columns, baseline_prompts=baselines,
+                             external=images,
                              **sampler_settings(inference_steps, guidance, width, height, negative_prompt))
             grid = make_grid(run, spec, cache=self.cache(), name=(grid_name or "").strip() or None,
                              progress=lambda done, total: progress((done, total), desc="Rendering the grid",
@@ -115,23 +122,41 @@ class CompareHandlers:
         return (gr.Dropdown(choices=list_grids(run), value=grid.name), *self._shown(grid),
                 live.notice(f"Made grid **{grid.name}** of **{run.name}** ({len(grid.images)} images)."))
 
-    def plan(self, run: RunFolder, picked: list[str], scales: list[float], prompt_only: bool) -> list[Column]:
-        """Prompt only first, then each picked checkpoint (ascending, final last) at each scale."""
-        try:
-            steps = sorted({int(p) for p in picked if p != FINAL})
-        except ValueError:
-            raise ValueError(f"checkpoints must be steps or {FINAL!r}, got {picked}") from None
-        if FINAL in picked and not run.final_lora.is_file():
-            raise ValueError(f"run {run.name} has no final LoRA ({run.final_lora.name}) yet: pick a checkpoint")
-        columns = [Column(None, 0.0, None, PROMPT_ONLY)] if prompt_only else []
-        for group in ([steps] if steps else []) + ([FINAL] if FINAL in picked else []):
-            columns += plan_columns(run, group, scales, prompt_only=False)
+    def plan(self, run: RunFolder, picked: list[str], scales: list[float], prompt_only: bool, baseline: bool = False,
+             external: list[ExternalImages] = ()) -> list[Column]:
+        """The engine's column planner on the picks: prompt only, each picked checkpoint (ascending, final last)
+        at each scale, the other generators."""
+        columns = plan_columns(run, parse_steps(picked) if picked else [], scales, prompt_only, baseline=baseline,
+                               external=external)
         if not columns:
             raise ValueError("the grid has no columns: tick prompt only or pick at least one checkpoint")
         return columns
 
+    def external_images(self, external: list[dict[str, Any]]) -> list[ExternalImages]:
+        """The added generators' uploads as image sets (checked again: an upload may be gone)."""
+        return [external_from_files(e["label"], [Path(f) for f in e["files"]]) for e in external]
+
+    def add_external(self, label: str, files: list[str] | None, external: list[dict[str, Any]] | None
+                     ) -> tuple[list[dict[str, Any]], str, Any, str]:
+        """Add another generator's uploaded images (and an optional prompts.json) as a column of the next grid."""
+        external = list(external or [])
+        if not files:
+            raise gr.Error("upload the generator's images first (and a prompts.json naming each one's prompt, "
+                           "or they are matched to rows in file-name order)", title="No images")
+        if any(e["label"] == " ".join((label or "").split()) for e in external):
+            raise gr.Error(f"there is already a column {label!r}: give this one another label", title="Label taken")
+        try:
+            images = external_from_files(label, [Path(f) for f in files])
+        except ValueError as err:
+            raise gr.Error(str(err), title="Cannot add the images") from None
+        external.append({"label": images.label, "files": [str(f) for f in files]})
+        return external, external_md(external), gr.File(value=None), ""
+
+    def clear_external(self) -> tuple[list, str]:
+        return [], external_md([])
+
     def prompts(self, text: str) -> list[str]:
-        prompts = eval_view.prompt_lines(text)
+        prompts = prompt_lines(text)
         if not prompts:
             raise ValueError("Prompts is empty: give at least one prompt, one per line ({trigger} is the trigger word)")
         return prompts
@@ -156,7 +181,8 @@ class CompareHandlers:
         row, column = rows[0][1], (columns[0][1] if columns else None)
         pair, label = eval_view.slider_pair(grid.folder, manifest, row, column)
         return (eval_view.grid_summary(grid.folder, self.studio.roots.outputs, manifest),
-                gr.Gallery(value=eval_view.gallery_items(grid.folder, grid.images), columns=len(manifest["columns"])),
+                gr.Gallery(value=eval_view.gallery_items(grid.folder, grid.images), columns=len(manifest.columns),
+                           label=live.images_label("Grid images", manifest.base_model)),
                 gr.Dropdown(choices=rows, value=row), gr.Dropdown(choices=columns, value=column),
                 gr.ImageSlider(value=pair, label=label), str(grid.grid_png),
                 gr.DownloadButton(value=str(grid.grid_png), visible=True))
@@ -179,7 +205,7 @@ class CompareHandlers:
         if grid_name not in grids:
             raise gr.Error(f"make a grid of {run.name} first, or pick one under Earlier grids", title="No grid")
         return (gr.Dropdown(choices=eval_view.runs_with_grids(self.studio.roots.outputs), value=run.name),
-                gr.Dropdown(choices=grids, value=grid_name), gr.Tabs(selected="score"))
+                gr.Dropdown(choices=grids, value=grid_name), gr.Tabs(selected=SCORE_TAB))
 
     # --- batches ---------------------------------------------------------------------------------
     def generate_batch(self, run_name: str, prompts: str, prompts_file: str | None, count: float | None,
@@ -213,7 +239,8 @@ class CompareHandlers:
         stopped = " Stopped early: run it again with the same name to continue." if done < total else ""
         where = result.out_dir.relative_to(self.studio.roots.outputs)
         status = (f"Wrote {result.written} images, skipped {result.skipped} already written ({done} of {total})"
-                  f" in `{where}`.{stopped} Manifest: `{result.manifest.relative_to(self.studio.roots.outputs)}`")
+                  f" in `{where}`, each with its prompt as caption (`.txt` and `metadata.jsonl`: the folder is a "
+                  f"dataset).{stopped} Manifest: `{result.manifest.relative_to(self.studio.roots.outputs)}`")
         files = sorted(result.out_dir.glob("*.png"))[-BATCH_PREVIEW:]
         return [str(f) for f in files], status, live.notice(f"Batch **{where.name}**: {result.written} new images.")
 
@@ -227,6 +254,26 @@ class CompareHandlers:
     def stop_batch(self) -> str:
         self._stop_batch.set()
         return live.notice("Stopping the batch after the image being generated.")
+
+    def send_batch_to_score(self, run_name: str, batch_name: str) -> tuple[Any, Any, Any]:
+        """Pick this run and batch in the Score tab and go there."""
+        from studio.eval.generate import list_batches
+
+        run = self.studio.run(run_name)
+        batches = list_batches(run)
+        name = (batch_name or "").strip()
+        if name not in batches:
+            raise gr.Error(f"generate batch {name!r} of {run.name} first", title="No batch")
+        return (gr.Dropdown(choices=eval_view.runs_with_batches(self.studio.roots.outputs), value=run.name),
+                gr.Dropdown(choices=batches, value=name), gr.Tabs(selected=SCORE_TAB))
+
+
+def external_md(external: list[dict[str, Any]]) -> str:
+    """The generators added as columns of the next grid."""
+    if not external:
+        return "No other generator added."
+    items = "".join(f"\n- **{e['label']}**: {len(e['files'])} files" for e in external)
+    return f"Columns of the next grid:{items}"
 
 
 def sampler_settings(inference_steps: float | None, guidance: float | None, width: float | None,
@@ -244,9 +291,13 @@ def build(studio: Studio, tab: gr.Tab) -> None:
     # 1. Components: the grid's settings; the result (gallery, slider, grid.png); the batch panel.
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=360):
-            run_pick = gr.Dropdown(handlers.run_names(), value=None, label="Run", allow_custom_value=True,
+            run_pick = gr.Dropdown([], value=None, label="Run", allow_custom_value=True,  # filled on select
                                    info="Runs with a LoRA file (a checkpoint or the final one).")
             prompts = gr.Textbox(label="Prompts", lines=3, info="One per line; {trigger} is the run's trigger word.")
+            baseline = gr.Textbox(label="Baseline prompts", lines=2, elem_id="compare-baseline",
+                                  placeholder="e.g. storybook illustration of a folk hero in an orange patterned robe",
+                                  info="Optional: what the prompt-only column renders instead, without the LoRA — one "
+                                       "per prompt, or one for all (the long prompt you would write without a LoRA).")
             with gr.Row():
                 seeds = gr.Textbox("1,2", label="Seeds", info="A row per prompt × seed.", min_width=100)
                 scales = gr.Textbox("1", label="LoRA scales", info="e.g. 0.5,1", min_width=100)
@@ -256,13 +307,28 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                 prompt_only = gr.Checkbox(True, label="Prompt only", scale=1, min_width=110,
                                           info="A column without the LoRA.")
             with gr.Accordion("Advanced", open=False):
+                steps_range, guidance_range = field_bounds("sample.inference_steps"), field_bounds("sample.guidance_scale")
+                size_low, size_high = field_bounds("data.resolution")
                 with gr.Row():
-                    inference_steps = gr.Number(25, label="Inference steps", precision=0, minimum=1, maximum=200)
-                    guidance = gr.Number(7.0, label="Guidance", minimum=0, maximum=30)
+                    inference_steps = gr.Number(25, label="Inference steps", precision=0, minimum=steps_range[0],
+                                                maximum=steps_range[1])
+                    guidance = gr.Number(7.0, label="Guidance", minimum=guidance_range[0], maximum=guidance_range[1])
                 with gr.Row():
-                    width = gr.Number(512, label="Width", precision=0, minimum=64, step=8)
-                    height = gr.Number(512, label="Height", precision=0, minimum=64, step=8)
+                    width = gr.Number(512, label="Width", precision=0, minimum=size_low, maximum=size_high, step=8)
+                    height = gr.Number(512, label="Height", precision=0, minimum=size_low, maximum=size_high, step=8)
                 negative = gr.Textbox(label="Negative prompt")
+            with gr.Accordion("Add images from another generator", open=False):
+                ext_label = gr.Textbox(label="Generator", placeholder="Freepik",
+                                       info="The column's label in the grid and the scorecard.")
+                ext_files = gr.File(label="Its images", file_count="multiple", type="filepath",
+                                    file_types=["image", ".json"], elem_id="compare-external-files")
+                gr.Markdown("One image per row (prompt × seed), matched in file-name order; or add a "
+                            "`prompts.json` (`{\"file.png\": \"its prompt\"}`) to match them by prompt.",
+                            elem_classes="notice")
+                with gr.Row():
+                    ext_add = gr.Button("Add column", min_width=100)
+                    ext_clear = gr.Button("Remove all", min_width=100)
+                ext_list = gr.Markdown(external_md([]), elem_id="compare-external")
             grid_name = gr.Textbox(label="Grid name", placeholder="grid-YYYYMMDD-HHMMSS",
                                    info="Optional: a new name; empty gives a dated one.")
             make = gr.Button("Make grid", variant="primary")
@@ -301,12 +367,14 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                 with gr.Row():
                     generate = gr.Button("Generate", variant="primary")
                     stop = gr.Button("Stop", variant="stop")
+                    score_batch = gr.Button("Score this batch", min_width=130)
             with gr.Column(scale=3, min_width=420):
                 batch_status = gr.Markdown(elem_id="batch-status")
                 batch_gallery = gr.Gallery(label="Latest batch images", columns=4, height=240, object_fit="contain")
 
     # 2. Events. The run list follows the studio's job; picking a run fills in its defaults.
     seen = gr.State({})
+    external = gr.State([])
     shown = [summary, gallery, slider_row, slider_col, slider, grid_image, download]
     studio.timer.tick(handlers.follow_job, [run_pick, checkpoints, batch_ckpt, seen],
                       [run_pick, checkpoints, batch_ckpt, seen], api_name="follow_job_compare",
@@ -316,8 +384,11 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                     [prompts, checkpoints, inference_steps, guidance, width, height, negative, grids, batch_ckpt,
                      batch_prompts, *shown], api_name="pick_compare_run")
     make.click(handlers.make_grid, [run_pick, prompts, seeds, checkpoints, prompt_only, scales, inference_steps,
-                                    guidance, width, height, negative, grid_name], [grids, *shown, studio.notice],
-               api_name="make_grid")
+                                    guidance, width, height, negative, grid_name, baseline, external],
+               [grids, *shown, studio.notice], api_name="make_grid")
+    ext_add.click(handlers.add_external, [ext_label, ext_files, external], [external, ext_list, ext_files, ext_label],
+                  api_name="add_external")
+    ext_clear.click(handlers.clear_external, None, [external, ext_list], api_name="clear_external")
     grids.input(handlers.open_grid, [run_pick, grids], shown, api_name="open_grid")
     gr.on([slider_row.input, slider_col.input], handlers.show_slider, [run_pick, grids, slider_row, slider_col],
           slider, api_name="show_slider")
@@ -326,12 +397,14 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                                              negative], [batch_gallery, batch_status, studio.notice],
                    api_name="generate_batch")
     stop.click(handlers.stop_batch, None, studio.notice, api_name="stop_batch", concurrency_limit=None)
-    studio.parts["compare.send"] = dict(button=send, fn=handlers.send_to_score, inputs=[run_pick, grids])
 
+    # Send to Score / Score this batch: pick the grid or batch in the Score tab, switch to it and show its
+    # saved scores; wired once that tab is built.
+    def send_to_score() -> None:
+        score = studio.score
+        send.click(handlers.send_to_score, [run_pick, grids], [score.run, score.grid, studio.tabs],
+                   api_name="send_to_score").success(**score.show_grid.kwargs())
+        score_batch.click(handlers.send_batch_to_score, [run_pick, batch_name], [score.run, score.batch, studio.tabs],
+                          api_name="send_batch_to_score").success(**score.show_batch.kwargs())
 
-def connect(studio: Studio) -> None:
-    """Send to Score: pick the grid in the Score tab, switch to it and show the grid's saved scores."""
-    send = studio.parts["compare.send"]
-    send["button"].click(send["fn"], send["inputs"], [studio.parts["score.run"], studio.parts["score.grid"],
-                                                      studio.tabs], api_name="send_to_score").success(
-        **studio.parts["score.show"])
+    studio.when_built(send_to_score)

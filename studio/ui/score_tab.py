@@ -1,59 +1,96 @@
-"""Score tab: CLIP-I, CLIP-T and DINO for a comparison grid, the scorecard and a recommended checkpoint.
+"""Score tab: a comparison grid's CLIP-I, CLIP-T, DINO and consistency, the scorecard and a recommended
+checkpoint; and a batch (synthetic set) scored as a distribution: CLIP-T, CLIP-I / DINO, consistency,
+diversity, FID / KID and CMMD, each with its sample sizes and caveat.
 
-Numbers are raw cosines with the backbone named in every header; a grid scored before shows its
-scores.json at once, without recomputing. Backbones are chosen from a list (`tiny-random` ones are
+Numbers are raw cosines with the backbone named in every header; a grid or batch scored before shows
+its scores.json at once, without recomputing. Backbones are chosen from a list (`tiny-random` ones are
 labelled as random weights, and their scores carry a banner saying the numbers mean nothing); a
 typed backbone path and a reference folder are confined to the models and datasets roots.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from studio.engine.gpu_lock import AcceleratorBusy
-from studio.eval.backbones import CLIP_CHOICES, CLIP_DEFAULT, DINO_CHOICES, DINO_DEFAULT, BackboneError
+from studio.core.lock import AcceleratorBusy
+from studio.engine.runs import list_runs
+from studio.eval.backbones import (CLIP_DEFAULT, CLIP_OFFLINE_HELP, DINO_DEFAULT, DINO_OFFLINE_HELP, BackboneError,
+                                   default_backbones)
+from studio.eval.batch_scores import load_batch_scores, score_batch
+from studio.eval.generate import batch_folder, list_batches
 from studio.eval.grids import list_grids
+from studio.eval.inception import INCEPTION_DEFAULT
 from studio.eval.scoring import load_scores, score_grid
 from studio.ui import eval_view, live
+from studio.ui.context import SCORE_TAB, ScoreLink, Step
+from studio.ui.notices import Refusal, refusing
 
 if TYPE_CHECKING:
-    from studio.ui.app import Studio
+    from studio.ui.context import Studio
 
-TITLE, TAB_ID = "Score", "score"
+TITLE, TAB_ID = "Score", SCORE_TAB
 TRAINING_IMAGES = "the run's training images"
 NOT_SCORED = "Grid **{grid}** is not scored yet: choose the backbones and the references, then press **Score**."
 NO_GRID = "Pick a run and one of its grids (make one in the **Compare** tab)."
+BATCH_NOT_SCORED = ("Batch **{batch}** is not scored yet: choose the backbones above and the Inception backbone, then "
+                    "press **Score batch**.")
+NO_BATCH = "Pick a batch of the run (generate one in the **Compare** tab's Batch generation)."
 
 
 class ScoreHandlers:
-    """The Score tab's event handlers; they read grids and scores and call the scoring engine."""
+    """The Score tab's event handlers; they read grids, batches and scores and call the scoring engine."""
 
     def __init__(self, studio: Studio):
         self.studio = studio
 
     # --- picking -----------------------------------------------------------------------------------
     def run_names(self) -> list[str]:
-        return eval_view.runs_with_grids(self.studio.roots.outputs)
+        """Runs with a grid or a batch to score, newest first."""
+        outputs = self.studio.roots.outputs
+        scorable = set(eval_view.runs_with_grids(outputs)) | set(eval_view.runs_with_batches(outputs))
+        return [run.name for run in list_runs(outputs) if run.name in scorable]
 
     def reference_choices(self) -> list[str]:
         return [TRAINING_IMAGES, *self.studio.roots.dataset_folders()]
 
-    def list_runs(self, run: str | None, grid: str | None) -> tuple[Any, Any, Any]:
-        """Runs that have grids and the picked run's grids (keeping both picks while they exist), and
-        the reference folders."""
+    def list_runs(self, run: str | None, grid: str | None, batch: str | None = None) -> tuple[Any, ...]:
+        """Runs that have grids or batches and the picked run's grids and batches (keeping the picks while
+        they exist), the reference folders, and the backbones for the run when the pick changed."""
         names = self.run_names()
-        run = run if run in names else (names[0] if names else None)
-        grids = list_grids(self.studio.run(run)) if run else []
+        picked = run if run in names else (names[0] if names else None)
+        grids = list_grids(self.studio.run(picked)) if picked else []
+        batches = list_batches(self.studio.run(picked)) if picked else []
         grid = grid if grid in grids else (grids[0] if grids else None)
-        return (gr.Dropdown(choices=names, value=run), gr.Dropdown(choices=grids, value=grid),
-                gr.Dropdown(choices=self.reference_choices()))
+        batch = batch if batch in batches else (batches[0] if batches else None)
+        backbones = self.backbones_for(picked) if picked != run else (gr.skip(), gr.skip())
+        return (gr.Dropdown(choices=names, value=picked), gr.Dropdown(choices=grids, value=grid),
+                gr.Dropdown(choices=batches, value=batch), gr.Dropdown(choices=self.reference_choices()), *backbones)
 
-    def list_grids(self, run: str | None) -> Any:
-        """The run's grids, newest first (the newest picked)."""
-        grids = list_grids(self.studio.run(run)) if run else []
-        return gr.Dropdown(choices=grids, value=grids[0] if grids else None)
+    def list_grids(self, run: str | None) -> tuple[Any, ...]:
+        """The run's grids and batches, newest first (the newest picked), and the backbones for the run."""
+        folder = self.studio.run(run) if run else None
+        grids = list_grids(folder) if folder else []
+        batches = list_batches(folder) if folder else []
+        return (gr.Dropdown(choices=grids, value=grids[0] if grids else None),
+                gr.Dropdown(choices=batches, value=batches[0] if batches else None), *self.backbones_for(run))
+
+    def backbones_for(self, run: str | None) -> tuple[Any, Any]:
+        """The CLIP and DINO backbones the run is scored with by default (toy-clip for toy-sd15 runs)."""
+        if not run:
+            return gr.skip(), gr.skip()
+        clip, dino = default_backbones(self.studio.run(run).config().model.base)
+        return gr.Dropdown(value=clip), gr.Dropdown(value=dino)
+
+    def show_sent(self, run: str | None, grid: str | None, fidelity: str) -> tuple[Any, ...]:
+        """A grid sent from the Compare tab: its scores and the run's default backbones."""
+        return (*self.show_scores(run, grid, fidelity), *self.backbones_for(run))
+
+    def show_sent_batch(self, run: str | None, batch: str | None) -> tuple[Any, ...]:
+        """A batch sent from the Compare tab: its scores and the run's default backbones."""
+        return (*self.show_batch(run, batch), *self.backbones_for(run))
 
     # --- showing -----------------------------------------------------------------------------------
     def show_scores(self, run: str | None, grid: str | None, fidelity: str) -> tuple[Any, ...]:
@@ -70,14 +107,38 @@ class ScoreHandlers:
         x_title, y_title = eval_view.chart_titles(scores, fidelity)
         return (
             gr.HTML(eval_view.random_banner(scores), visible=bool(scores and eval_view.random_weights(scores))),
-            eval_view.scores_summary(scores) if scores else empty_note,
+            eval_view.scores_summary(scores, self._base_model(scores)) if scores else empty_note,
             eval_view.columns_table(scores),
             gr.ScatterPlot(eval_view.chart_frame(scores, fidelity), x_title=x_title, y_title=y_title),
             eval_view.recommendation_md(scores) if scores else "",
             eval_view.images_table(scores),
         )
 
+    def show_batch(self, run: str | None, batch: str | None) -> tuple[Any, Any]:
+        """The batch's scores.json as its metrics table, without recomputing."""
+        if not run or not batch:
+            return NO_BATCH, eval_view.batch_table(None)
+        try:
+            scores = load_batch_scores(batch_folder(self.studio.run(run), batch))
+        except (ValueError, FileNotFoundError) as err:
+            raise gr.Error(str(err), title="Cannot read the scores") from None
+        if scores is None:
+            return BATCH_NOT_SCORED.format(batch=batch), eval_view.batch_table(None)
+        return self._batch_summary(scores), eval_view.batch_table(scores)
+
+    def _batch_summary(self, scores: dict[str, Any]) -> str:
+        banner = ""
+        if eval_view.random_weights(scores):
+            banner = f"**⚠ {eval_view.RANDOM_BANNER}** (a tiny-random backbone). "
+        return banner + eval_view.batch_summary(scores, self._base_model(scores))
+
+    def _base_model(self, scores: dict[str, Any]) -> str | None:
+        return live.run_base_model(self.studio.run(scores["run"]))
+
     # --- scoring -----------------------------------------------------------------------------------
+    def _references(self, refs: str) -> str | None:
+        return None if not refs or refs == TRAINING_IMAGES else self.studio.roots.dataset(refs)
+
     def score(self, run: str, grid: str, clip: str, dino: str, refs: str, fidelity: str,
               progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
         """Score every image of the grid (writes scores.json) and show the scorecard."""
@@ -85,58 +146,73 @@ class ScoreHandlers:
         if not grid:
             raise gr.Error(f"pick a grid of {folder.name} first (make one in the Compare tab)", title="No grid picked")
         try:
-            clip_name, dino_name = self.clip_backbone(clip), self.dino_backbone(dino)
-            references = None if not refs or refs == TRAINING_IMAGES else self.studio.roots.dataset(refs)
-            scores = score_grid(folder, grid, refs=references, clip=clip_name, dino=dino_name,
+            roots = self.studio.roots
+            clip_name, dino_name = eval_view.clip_backbone(roots, clip), eval_view.dino_backbone(roots, dino)
+            scores = score_grid(folder, grid, refs=self._references(refs), clip=clip_name, dino=dino_name,
                                 progress=lambda done, total: progress((done, total), desc="Scoring images",
                                                                       unit="images"))
         except AcceleratorBusy as err:
-            gr.Warning(str(err))
-            return (*[gr.skip()] * 6, live.notice(f"⚠️ {err}"))
+            raise Refusal(str(err)) from None
         except BackboneError as err:
-            raise gr.Error(str(err), title="Cannot load the backbone") from None
+            raise backbone_refusal(err) from None
         except (ValueError, FileNotFoundError) as err:
             raise gr.Error(str(err), title="Cannot score") from None
         rec = scores.get("recommendation")
         tail = f"; recommended: {rec['label']}" if rec else ""
         return (*self._scorecard(scores, fidelity, ""), live.notice(f"Scored grid **{grid}** of **{folder.name}**{tail}."))
 
-    def clip_backbone(self, text: str) -> str:
-        """A listed CLIP backbone as is; `MODEL/TAG` with an open_clip pretrained tag; a weights file or
-        `local-dir:` folder only inside the models root; `hf-hub:ORG/REPO` as a Hub id."""
-        value = (text or "").strip() or CLIP_DEFAULT
-        if value in CLIP_CHOICES or value.startswith("hf-hub:"):
-            return value
-        if value.startswith("local-dir:"):
-            return "local-dir:" + self.studio.roots.model(value.removeprefix("local-dir:"), "CLIP backbone", hub=False)
-        model, sep, weights = value.partition("/")
-        if not sep:
-            raise ValueError(f"CLIP backbone {value!r}: give MODEL/TAG (e.g. {CLIP_DEFAULT}), MODEL/FILE with a "
-                             f"weights file in {self.studio.roots.models}, or one of {', '.join(CLIP_CHOICES)}")
-        import open_clip  # only for a typed backbone: importing it takes seconds
+    def score_batch(self, run: str, batch: str, clip: str, dino: str, inception: str, refs: str,
+                    progress: gr.Progress = gr.Progress()) -> tuple[Any, Any, str]:
+        """Score the batch as a distribution (writes scores.json in its folder) and show its metrics."""
+        folder = self.studio.run(run)
+        if not batch:
+            raise gr.Error(f"pick a batch of {folder.name} first (generate one in the Compare tab)",
+                           title="No batch picked")
+        try:
+            roots = self.studio.roots
+            scores = score_batch(folder, batch_folder(folder, batch), refs=self._references(refs),
+                                 clip=eval_view.clip_backbone(roots, clip), dino=eval_view.dino_backbone(roots, dino),
+                                 inception=eval_view.inception_backbone(roots, inception),
+                                 progress=lambda done, total: progress((done, total), desc="Scoring the batch",
+                                                                       unit="images"))
+        except AcceleratorBusy as err:
+            raise Refusal(str(err)) from None
+        except BackboneError as err:
+            raise backbone_refusal(err) from None
+        except (ValueError, FileNotFoundError) as err:
+            raise gr.Error(str(err), title="Cannot score the batch") from None
+        missing = [k for k in ("dino", "fid", "kid") if scores.get(k) is None]
+        tail = f"; no {', '.join(missing)} (see the table)" if missing else ""
+        return (self._batch_summary(scores), eval_view.batch_table(scores),
+                live.notice(f"Scored batch **{batch}** of **{folder.name}**{tail}."))
 
-        if weights in open_clip.list_pretrained_tags_by_model(model):
-            return value
-        return f"{model}/{self.studio.roots.model(weights, 'CLIP backbone weights', hub=False)}"
 
-    def dino_backbone(self, text: str) -> str:
-        """A listed DINO backbone as is; anything else is a weights file or folder inside the models root."""
-        value = (text or "").strip() or DINO_DEFAULT
-        if value in DINO_CHOICES:
-            return value
-        return self.studio.roots.model(value, "DINO backbone", hub=False)
+def backbone_refusal(err: BackboneError) -> Refusal:
+    """A scoring model that cannot be loaded, in the tab's words: which box to change and how; the
+    library's own error (without the command-line help) goes in the details."""
+    message = str(err)
+    kind = next((k for k in ("DINO", "Inception", "CLIP") if f"{k} backbone" in message), "CLIP")
+    named = re.search(r"backbone '([^']+)'", message)
+    which = f"the {kind} backbone `{named.group(1)}`" if named else f"the {kind} backbone"
+    line = (f"Cannot load {which}: pick another in the {kind} backbone box, or put its weights in the models "
+            "folder and pick that file (nothing downloads offline).")
+    cause = err.__cause__
+    details = f"{type(cause).__name__}: {cause}" if cause is not None else message
+    for cli_help in (CLIP_OFFLINE_HELP, DINO_OFFLINE_HELP):
+        details = details.replace(cli_help, "").strip()
+    return Refusal(line, details)
 
 
 def build(studio: Studio, tab: gr.Tab) -> None:
     handlers = ScoreHandlers(studio)
 
-    # 1. Components: what to score and with what; then the scorecard.
+    # 1. Components: what to score and with what; then the scorecard; then a batch.
     with gr.Row(equal_height=True):
         run = gr.Dropdown([], value=None, label="Run", allow_custom_value=True, scale=2,
-                          info="Runs with a comparison grid.")
+                          info="Runs with a comparison grid or a batch.")
         grid = gr.Dropdown([], value=None, label="Grid", allow_custom_value=True, scale=2,
                            info="Grids of the run, newest first.")
-        refs = gr.Dropdown(handlers.reference_choices(), value=TRAINING_IMAGES, label="References",
+        refs = gr.Dropdown([TRAINING_IMAGES], value=TRAINING_IMAGES, label="References",  # folders: on select
                            allow_custom_value=True, scale=2,
                            info="Images CLIP-I and DINO compare against: the run's own, or a folder in datasets.")
     with gr.Row(equal_height=True):
@@ -161,18 +237,42 @@ def build(studio: Studio, tab: gr.Tab) -> None:
             gr.Markdown(eval_view.dreambooth_reference_md(), elem_classes="notice")
     with gr.Accordion("Scores per image", open=False):
         images = gr.Dataframe(eval_view.images_table(None), label="Scores per image", interactive=False, wrap=True)
+    with gr.Accordion("Batch (synthetic set)", open=True):
+        with gr.Row(equal_height=True):
+            batch = gr.Dropdown([], value=None, label="Batch", allow_custom_value=True, scale=2,
+                                info="Batches of the run (outputs/<run>/generated/), newest first.")
+            inception = gr.Dropdown(eval_view.INCEPTION_OPTIONS, value=INCEPTION_DEFAULT, label="Inception backbone",
+                                    allow_custom_value=True, scale=3,
+                                    info="For FID and KID. Or the pt_inception weights file in the models folder.")
+            score_batch = gr.Button("Score batch", variant="primary", scale=1, min_width=120)
+        batch_summary = gr.Markdown(NO_BATCH, elem_id="batch-score-summary")
+        batch_table = gr.Dataframe(eval_view.batch_table(None), label="Batch metrics", interactive=False,
+                                   elem_id="batch-score-table", wrap=True)
 
-    # 2. Events: the tab lists runs and grids and shows a grid's saved scores; Score recomputes.
+    # 2. Events: the tab lists runs, grids and batches and shows their saved scores; Score recomputes.
     shown = [banner, summary, table, chart, recommendation, images]
     show = dict(fn=handlers.show_scores, inputs=[run, grid, fidelity], outputs=shown)
+    show_batch = dict(fn=handlers.show_batch, inputs=[run, batch], outputs=[batch_summary, batch_table])
     gr.on([grid.input, fidelity.input], **show, api_name="show_scores")
-    tab.select(handlers.list_runs, [run, grid], [run, grid, refs], api_name="list_scored_runs").then(
-        **show, api_name="show_scores_of_tab", api_visibility="private")
-    run.input(handlers.list_grids, run, grid, api_name="list_grids").then(
-        **show, api_name="show_scores_of_run", api_visibility="private")
-    score.click(handlers.score, [run, grid, clip, dino, refs, fidelity], [*shown, studio.notice],
-                api_name="score_grid")
+    batch.input(**show_batch, api_name="show_batch_scores")
+    listed = tab.select(handlers.list_runs, [run, grid, batch], [run, grid, batch, refs, clip, dino],
+                        api_name="list_scored_runs")
+    listed.then(**show, api_name="show_scores_of_tab", api_visibility="private")
+    listed.then(**show_batch, api_name="show_batch_scores_of_tab", api_visibility="private")
+    picked = run.input(handlers.list_grids, run, [grid, batch, clip, dino], api_name="list_grids")
+    picked.then(**show, api_name="show_scores_of_run", api_visibility="private")
+    picked.then(**show_batch, api_name="show_batch_scores_of_run", api_visibility="private")
+    # A refusal (no grid, a backbone that cannot load, a busy accelerator) is one line in the notice area.
+    score.click(inputs=[run, grid, clip, dino, refs, fidelity],
+                **refusing(handlers.score, [*shown, studio.notice], studio.notice), api_name="score_grid")
+    score_batch.click(inputs=[run, batch, clip, dino, inception, refs],
+                      **refusing(handlers.score_batch, [batch_summary, batch_table, studio.notice], studio.notice),
+                      api_name="score_batch")
 
-    # What the Compare tab's "Send to Score" fills in, and how it then shows the grid.
-    studio.parts["score.run"], studio.parts["score.grid"] = run, grid
-    studio.parts["score.show"] = dict(show, api_name="show_scores_of_sent_grid", api_visibility="private")
+    # What the Compare tab's "Send to Score" and "Score this batch" fill in, and how it then shows them.
+    studio.score = ScoreLink(
+        run=run, grid=grid, batch=batch,
+        show_grid=Step(handlers.show_sent, [run, grid, fidelity], [*shown, clip, dino],
+                       api_name="show_scores_of_sent_grid"),
+        show_batch=Step(handlers.show_sent_batch, [run, batch], [batch_summary, batch_table, clip, dino],
+                        api_name="show_scores_of_sent_batch"))
