@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from studio.core.tokenizer import clip_tokenizer
 from studio.data.buckets import assign_bucket, make_buckets
 from studio.data.dataset import DatasetError, dataset_fingerprint, resolve_data_dir, scan_dataset
 from studio.data.report import build_report, caption_token_counts, format_report, has_trigger_word, write_report
-from studio.engine.tokenizer import clip_tokenizer
 
 LONG_CAPTION = "ohwx " + " ".join(f"detail{i}" for i in range(60))
 

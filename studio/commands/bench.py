@@ -1,4 +1,5 @@
-"""`python studio.py bench [--preset P] [--steps N] [--grids]`: prints speed figures; asserts nothing."""
+"""`python studio.py bench [--preset P] [--steps N] [--grids | --export | --world | --startup | --cache]`: prints speed
+figures; asserts nothing."""
 
 from __future__ import annotations
 
@@ -14,11 +15,33 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
     if "OMP_NUM_THREADS" not in os.environ:
         print("note: set OMP_NUM_THREADS=1 for stable CPU comparisons", file=sys.stderr)
+    if args.startup:
+        from studio.commands.startup_bench import format_startup_bench, run_startup_bench
+
+        runs, imports = run_startup_bench(args.repeats)
+        print(format_startup_bench(runs, imports))
+        return 0 if all(run.page_s is not None for run in runs) else 1
+    if args.world:
+        from studio.world.report import format_world_report, world_report
+
+        print(format_world_report(world_report(args.keep)))
+        return 0
     try:
         config = load_config(args.preset, args.overrides)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if args.cache:
+        from studio.engine.cache_bench import format_cache_bench, run_cache_bench
+
+        results, cache_bytes = run_cache_bench(config, args.images, args.models)
+        print(format_cache_bench(results, cache_bytes, config, args.images))
+        return 0
+    if args.export:
+        from studio.engine.export_bench import format_export_bench, run_export_bench
+
+        print(format_export_bench(run_export_bench(config, args.models)))
+        return 0
     if args.grids:
         from studio.eval.bench import format_grid_bench, run_grid_bench
 

@@ -30,7 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from studio.data.atomic import write_json_atomic, write_text_atomic
+from studio.core.atomic import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ SOURCE_METADATA = "metadata.jsonl"
 SOURCE_CAPTIONS_JSON = "captions.json"
 CAPTION_SOURCES = (SOURCE_TXT, SOURCE_METADATA, SOURCE_CAPTIONS_JSON)
 IDS_FILE = "ids.txt"
+
+CAPTION_MAX_CHARS = 2000
+"""Longest caption training uses: CLIP reads 77 tokens (about 300 characters), so anything past this
+is an essay or a pasted file. Longer captions are flagged by the linter and cut to this for training,
+so a 10 MB caption can cost neither minutes of tokenising nor megabytes in every LoRA's metadata."""
 
 _ID_KEYS = ("id", "file_name", "image", "file")
 _TEXT_KEYS = ("caption", "text")
@@ -50,6 +55,11 @@ class Caption:
     text: str
     source: str
     """Where the caption came from: "txt", "metadata.jsonl" or "captions.json"."""
+
+
+def training_caption(text: str) -> str:
+    """The caption as training uses it: at most `CAPTION_MAX_CHARS` characters."""
+    return text[:CAPTION_MAX_CHARS]
 
 
 @dataclass

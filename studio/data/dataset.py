@@ -120,7 +120,7 @@ def scan_dataset(
     for done, path in enumerate(files, start=1):
         rel = path.relative_to(folder).as_posix()
         try:
-            checked = _check_file(path)
+            checked = _check_file(path, folder)
         except ImageSkip as skip:
             scan.skipped.append(SkippedFile(path=path, rel=rel, reason=skip.reason))
         else:
@@ -153,8 +153,16 @@ def dataset_fingerprint(scan: DatasetScan) -> str:
     return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-def _check_file(path: Path) -> tuple[int, int, str]:
-    """(width, height, dHash) of a usable image; raises `ImageSkip` otherwise."""
+def _check_file(path: Path, folder: Path) -> tuple[int, int, str]:
+    """(width, height, dHash) of a usable image; raises `ImageSkip` otherwise. A link is followed only
+    when it stays inside the dataset folder: one that points elsewhere is skipped unread."""
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.exists():
+            raise ImageSkip(f"a link to a missing file ({os.readlink(path)})")
+        if not target.is_relative_to(folder.resolve()):
+            raise ImageSkip("a link to a file outside the dataset folder: skipped, not read "
+                            "(copy the image into the folder to use it)")
     suffix = path.suffix.lower()
     if suffix in UNSUPPORTED_IMAGE_EXTENSIONS and not is_resource_fork(path):
         raise ImageSkip(f"unsupported image format {suffix} (convert it to PNG or JPEG)")

@@ -8,6 +8,8 @@ Findings are advice: the trainer starts anyway. Kinds:
 - `missing_trigger` — captions without the trigger word don't teach it;
 - `identical` — one caption shared by most images: the model can't tell them apart;
 - `too_long` — captions over 77 CLIP tokens: the text encoder never sees the rest;
+- `over_limit` — captions over 2,000 characters (`CAPTION_MAX_CHARS`): an essay or a pasted file,
+  cut to that length for training;
 - `trigger_splits` — a trigger word CLIP cuts into many pieces: a weak, diluted handle;
 - `common_trigger` — a trigger word that is an everyday word: training overwrites that word.
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from typing import Any
+
+from studio.data.captions import CAPTION_MAX_CHARS
 
 CLIP_MAX_TOKENS = 77
 """CLIP's context length, start and end tokens included."""
@@ -33,12 +37,15 @@ SUGGESTED_TRIGGERS = ("ohwx", "sks")
 
 
 def caption_token_counts(captions: list[str]) -> list[int]:
-    """CLIP token count of each caption, start and end tokens included (the limit is 77)."""
-    from studio.engine.tokenizer import clip_tokenizer  # transformers: imported only when needed
+    """CLIP token count of each caption, start and end tokens included (the limit is 77). A caption over
+    `CAPTION_MAX_CHARS` is counted on the part training uses: still far over 77, and a 10 MB caption
+    then costs milliseconds, not minutes and gigabytes."""
+    from studio.core.tokenizer import clip_tokenizer  # transformers: imported only when needed
 
     # the Rust tokenizer underneath: the same ids as __call__, in one batch, and without
     # transformers' "longer than the maximum sequence length" warning for each long caption
-    encoded = clip_tokenizer().backend_tokenizer.encode_batch(captions, add_special_tokens=True)
+    encoded = clip_tokenizer().backend_tokenizer.encode_batch([c[:CAPTION_MAX_CHARS] for c in captions],
+                                                              add_special_tokens=True)
     return [len(e.ids) for e in encoded]
 
 
@@ -96,13 +103,23 @@ def lint_captions(captions: dict[str, str | None], trigger_word: str) -> list[di
                 f"CLIP tokens (longest {worst}): the text encoder never sees the words past the limit. "
                 "Put the trigger word and what matters first, or shorten them."))
 
+        over = sorted((rel for rel in rels if len(captioned[rel]) > CAPTION_MAX_CHARS),
+                      key=lambda rel: -len(captioned[rel]))
+        if over:
+            longest = len(captioned[over[0]])
+            findings.append(_finding(
+                "over_limit", "warning", sorted(over),
+                f"{_count(over, 'caption')} {'is' if len(over) == 1 else 'are'} longer than {CAPTION_MAX_CHARS:,} "
+                f"characters (longest {longest:,}): training uses only the first {CAPTION_MAX_CHARS:,}. "
+                "Is a file pasted into a caption? Write a short description instead."))
+
     if trigger:
         findings += _lint_trigger(trigger)
     return findings
 
 
 def _lint_trigger(trigger: str) -> list[dict[str, Any]]:
-    from studio.engine.tokenizer import clip_tokenizer
+    from studio.core.tokenizer import clip_tokenizer
 
     tokenizer = clip_tokenizer()
     suggestions = " or ".join(f'"{word}"' for word in SUGGESTED_TRIGGERS if word != trigger.lower())

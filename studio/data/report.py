@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from studio.data.atomic import write_json_atomic
+from studio.core.atomic import write_json_atomic
 from studio.data.buckets import assign_bucket, make_buckets
 from studio.data.captions import CAPTION_SOURCES
 from studio.data.dataset import DatasetScan
@@ -77,8 +77,10 @@ def write_report(report: dict[str, Any], path: Path) -> Path:
     return write_json_atomic(Path(path), report)
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """The report as readable text: counts first, then every skipped file, buckets, captions, warnings."""
+def format_report(report: dict[str, Any], verdict: bool = True) -> str:
+    """The report as readable text: counts first, then every skipped file, buckets, captions, warnings,
+    and (unless `verdict=False`, for a caller that gives its own) whether the dataset is ready to train."""
+    report = printable(report)  # a file name with a newline in it must not break a list into two entries
     counts = report["counts"]
     lines = [
         f"Dataset: {report['folder']}",
@@ -129,8 +131,22 @@ def format_report(report: dict[str, Any]) -> str:
         lines += ["", "Warnings:"] + [f"  - {w}" for w in report["warnings"]]
     if report["problems"]:
         lines += ["", "Problems:"] + [f"  - {p}" for p in report["problems"]]
-    lines += ["", "Ready to train." if report["ok"] else "NOT ready to train: fix the problems above."]
+    if verdict:
+        lines += ["", "Ready to train." if report["ok"] else "NOT ready to train: fix the problems above."]
     return "\n".join(lines)
+
+
+def printable(value: Any) -> Any:
+    """`value` with every control character in its strings shown as an escape (a newline in a file name
+    as `\\n`), so that each name stays on its line; dicts and lists are copied, the rest kept."""
+    if isinstance(value, str):
+        return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+                       for ch in value)
+    if isinstance(value, dict):
+        return {key: printable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable(item) for item in value]
+    return value
 
 
 def _first_few(names: list[str], limit: int = 5) -> str:

@@ -17,8 +17,11 @@ from PIL import Image, ImageEnhance
 
 from studio.config import RunConfig
 from studio.data.buckets import assign_bucket, make_buckets
+from studio.data.captions import training_caption
 from studio.data.dataset import DatasetScan
 from studio.data.images import load_image
+
+FLIP = Image.Transpose.FLIP_LEFT_RIGHT
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,18 @@ class Example:
     """(width, height) the image is trained at."""
     original_size: tuple[int, int]
     """(height, width) of the source image: SDXL's size conditioning."""
+    file_hash: str = ""
+    """SHA-1 of the image file (the scan's): what the latent cache keys the image by."""
+
+    @property
+    def crop(self) -> tuple[int, int]:
+        """(top, left) of the bucket crop in the resized image (SDXL's crop ids), without decoding it."""
+        return crop_box(self.original_size[::-1], self.bucket)[1]
 
 
 def prepare_examples(scan: DatasetScan, config: RunConfig) -> list[Example]:
-    """One Example per usable image; a missing caption becomes "<trigger> <class phrase>"."""
+    """One Example per usable image; a missing caption becomes "<trigger> <class phrase>", a caption
+    over `CAPTION_MAX_CHARS` is cut to that length (the trainer says so)."""
     d = config.data
     fallback = " ".join(x for x in (d.trigger_word, d.class_phrase) if x)
     if d.buckets:
@@ -41,19 +52,26 @@ def prepare_examples(scan: DatasetScan, config: RunConfig) -> list[Example]:
     else:
         buckets = [(d.resolution, d.resolution)]
     return [
-        Example(i, item.path, item.caption if item.caption is not None else fallback,
-                assign_bucket(item.width, item.height, buckets), (item.height, item.width))
+        Example(i, item.path, training_caption(item.caption) if item.caption is not None else fallback,
+                assign_bucket(item.width, item.height, buckets), (item.height, item.width), item.file_hash)
         for i, item in enumerate(scan.items)
     ]
 
 
+def crop_box(image_size: tuple[int, int], bucket: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """For an image of (width, height) `image_size`: the (width, height) it is resized to so that it
+    covers the bucket, and the (top, left) of the centre crop in it."""
+    width, height = bucket
+    scale = max(width / image_size[0], height / image_size[1])
+    size = (max(width, math.ceil(image_size[0] * scale)), max(height, math.ceil(image_size[1] * scale)))
+    return size, ((size[1] - height) // 2, (size[0] - width) // 2)
+
+
 def crop_to_bucket(image: Image.Image, bucket: tuple[int, int]) -> tuple[Image.Image, tuple[int, int]]:
     """Resize to cover the bucket, centre-crop; returns the crop and its (top, left) in the resized image."""
-    width, height = bucket
-    scale = max(width / image.width, height / image.height)
-    size = (max(width, math.ceil(image.width * scale)), max(height, math.ceil(image.height * scale)))
+    size, (top, left) = crop_box(image.size, bucket)
     resized = image.resize(size, Image.Resampling.LANCZOS)
-    left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    width, height = bucket
     return resized.crop((left, top, left + width, top + height)), (top, left)
 
 
@@ -67,14 +85,37 @@ def load_training_image(example: Example) -> tuple[Image.Image, tuple[int, int]]
     return crop_to_bucket(load_image(example.path), example.bucket)
 
 
-def augment(image: Image.Image, rng: random.Random, color_jitter: float, rotation: float) -> Image.Image:
-    """The presets' per-step augmentations (flip is handled separately: it can be cached)."""
-    if rotation:
-        angle = rng.uniform(-rotation, rotation)
-        image = image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=(255, 255, 255))
-    if color_jitter:
-        for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-            image = enhancer(image).enhance(1.0 + rng.uniform(-color_jitter, color_jitter))
+@dataclass(frozen=True)
+class Augmentation:
+    """One augmented copy of an image: a rotation in degrees and brightness / contrast / saturation factors."""
+
+    angle: float
+    brightness: float
+    contrast: float
+    saturation: float
+
+
+def augmentation(seed: int, file_hash: str, variant: int, color_jitter: float, rotation: float) -> Augmentation | None:
+    """Copy `variant` of an image, drawn from (seed, image content, variant) alone: the same in every run
+    with this seed and on resume, so its latents can be cached. None when rotation and jitter are off."""
+    if not (color_jitter or rotation):
+        return None
+    rng = random.Random(f"{seed}/augment/{file_hash}/{variant}")
+    angle = rng.uniform(-rotation, rotation) if rotation else 0.0
+    factors = [1.0 + rng.uniform(-color_jitter, color_jitter) if color_jitter else 1.0 for _ in range(3)]
+    return Augmentation(angle, *factors)
+
+
+def augment(image: Image.Image, aug: Augmentation | None) -> Image.Image:
+    """`image` rotated and colour-changed as `aug` says (flip is applied before, separately)."""
+    if aug is None:
+        return image
+    if aug.angle:
+        image = image.rotate(aug.angle, resample=Image.Resampling.BICUBIC, fillcolor=(255, 255, 255))
+    for enhancer, factor in ((ImageEnhance.Brightness, aug.brightness), (ImageEnhance.Contrast, aug.contrast),
+                             (ImageEnhance.Color, aug.saturation)):
+        if factor != 1.0:
+            image = enhancer(image).enhance(factor)
     return image
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config import RunConfig
-from studio.engine.control import Event
+from studio.engine.events import Event, Metrics
 from studio.engine.runs import RunFolder
 
 
@@ -33,9 +33,9 @@ def _measure(label: str, config: RunConfig, models_dir: Path | None, workdir: Pa
     memory = [0]
 
     def on_event(event: Event) -> None:
-        if event.kind == "metrics":
+        if isinstance(event, Metrics):
             stamps.append(time.perf_counter())
-            memory[0] = max(memory[0], event.data["row"]["memory"])
+            memory[0] = max(memory[0], event.row["memory"])
 
     run = RunFolder.create(workdir, label, config)
     t0 = time.perf_counter()
