@@ -4,6 +4,7 @@ refusals, failures shown with their traceback, and exports that download."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from gradio_client.exceptions import AppError
 from safetensors import safe_open
 
 from conftest import launched_studio
+from studio.engine.runs import RunFolder
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")  # from gradio's queue internals
 
@@ -21,6 +23,7 @@ EXPECTED_ENDPOINTS = {
     "/start", "/pause", "/resume", "/stop", "/sample_now", "/save_now", "/poll", "/load_preset", "/resolve_config",
     "/pick_base", "/on_load", "/suggest_run_name", "/list_runs", "/show_run", "/pick_run_row", "/show_samples",
     "/export_checkpoint", "/resume_run", "/ask_delete", "/cancel_delete", "/delete_checkpoint", "/follow_job",
+    "/test_setup", "/extend_run",
     # Dataset tab
     "/open_dataset", "/open_demo", "/create_dataset", "/add_to_dataset", "/list_datasets", "/filter_gallery",
     "/previous_page", "/next_page", "/select_image", "/apply_caption", "/add_trigger", "/add_prefix", "/add_suffix",
@@ -28,9 +31,9 @@ EXPECTED_ENDPOINTS = {
     "/import_captions", "/refresh_report", "/pick_captioner", "/auto_caption", "/send_to_train",
     # Compare tab
     "/follow_job_compare", "/list_lora_runs", "/pick_compare_run", "/make_grid", "/open_grid", "/show_slider",
-    "/generate_batch", "/stop_batch", "/send_to_score",
+    "/generate_batch", "/stop_batch", "/send_to_score", "/add_external", "/clear_external", "/send_batch_to_score",
     # Score tab
-    "/list_scored_runs", "/list_grids", "/show_scores", "/score_grid",
+    "/list_scored_runs", "/list_grids", "/show_scores", "/score_grid", "/show_batch_scores", "/score_batch",
 }
 
 
@@ -73,13 +76,12 @@ def test_bad_paths_are_refused(server):
     client, studio = server
     for key, value in (("data.dir", "../outputs"), ("data.dir", "/etc"), ("model.base", "/etc/passwd"),
                        ("model.base", "../../secret.safetensors")):
-        with pytest.raises(AppError, match="outside the (datasets|models) folder"):
-            client.predict(api_name="/start", run_name="nope", **{key: value})
+        notice = client.predict(api_name="/start", run_name="nope", **{key: value})  # a refusal is a notice
+        assert "⚠️ Cannot start" in notice and re.search("outside the (datasets|models) folder", notice)
     for name in ("../outputs", "/tmp"):
         with pytest.raises(AppError, match="letters, digits|outside"):
             client.predict(name, api_name="/show_run")
-        with pytest.raises(AppError):
-            client.predict(name, 1, api_name="/delete_checkpoint")
+        assert "⚠️" in client.predict(name, 1, api_name="/delete_checkpoint")  # a refusal is a notice
     assert not studio.runner.snapshot().active
 
 
@@ -88,7 +90,7 @@ def test_a_failure_shows_its_message_and_traceback(server):
     notice = client.predict(api_name="/start", run_name="broken", **{"data.dir": "empty"})
     assert "Started run **broken**" in notice
     wait_for(lambda: status(studio) == "failed", what="the run to fail")
-    header, job, _chart, _gallery, error, traceback = client.predict(api_name="/poll")  # buttons aren't API values
+    header, job, _chart, _scores, _gallery, error, traceback = client.predict(api_name="/poll")  # (buttons: none)
     assert "Failed" in header and "Training failed" in error and "no images found" in error and "Failed" in job
     assert "Traceback (most recent call last)" in traceback
 
@@ -105,8 +107,8 @@ def test_a_whole_job_through_the_api(server):
 
     assert "checkpoint" in client.predict(api_name="/save_now")
     wait_for(lambda: studio.runner.snapshot().checkpoints, what="save now")
-    with pytest.raises(AppError, match="stop it first"):
-        client.predict("api-job", studio.runner.snapshot().checkpoints[0], api_name="/delete_checkpoint")
+    refused = client.predict("api-job", studio.runner.snapshot().checkpoints[0], api_name="/delete_checkpoint")
+    assert "⚠️" in refused and "stop it first" in refused
 
     assert "Pausing" in client.predict(api_name="/pause")
     wait_for(lambda: status(studio) == "paused", what="pause")
@@ -129,8 +131,8 @@ def test_a_whole_job_through_the_api(server):
     assert len(steps) == 2  # save-now and the one written on stop
 
     # resume continues from the latest checkpoint only
-    with pytest.raises(AppError, match=f"latest checkpoint \\(step {steps[-1]}\\)"):
-        client.predict("api-job", steps[0], api_name="/resume_run")
+    refused = client.predict("api-job", steps[0], api_name="/resume_run")
+    assert "⚠️" in refused and f"latest checkpoint (step {steps[-1]})" in refused
     notice = client.predict("api-job", steps[-1], api_name="/resume_run")  # (the tab switch is no API value)
     assert f"from step {steps[-1]}" in notice
     wait_for(lambda: studio.runner.snapshot().step > steps[-1], what="the resumed run to train")
@@ -150,3 +152,10 @@ def test_a_whole_job_through_the_api(server):
     summary, _trace, _chart, _sample_step, _samples, ckpts, *_ = client.predict("api-job", api_name="/show_run")
     assert "Stopped" in summary
     assert steps[0] not in [row[0] for row in ckpts["data"]]
+
+    # train N more steps: the stopped run continues from its latest checkpoint and finishes N steps later
+    latest = RunFolder(studio.roots.outputs / "api-job").latest_checkpoint().step
+    notice = client.predict("api-job", 3, api_name="/extend_run")
+    assert f"from step {latest} up to step {latest + 3}" in notice
+    wait_for(lambda: status(studio) == "finished", what="the extension to finish")
+    assert RunFolder(studio.roots.outputs / "api-job").state().last_step == latest + 3

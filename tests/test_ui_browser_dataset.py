@@ -2,8 +2,7 @@
 image, edit its caption, save, and find the new text in the file on disk; a bulk edit and its
 undo; then send the dataset to the Train tab.
 
-Screenshots go to test-artifacts/ (git-ignored); with UPDATE_SCREENSHOTS=1 the README's
-docs/screenshots/dataset.png is rewritten too.
+Screenshots go to test-artifacts/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -68,7 +67,7 @@ def test_open_the_demo_edit_a_caption_save_and_send_to_train(studio, browser):
     page.wait_for_function("""() => { const imgs = [...document.querySelectorAll('#dataset-gallery img')];
         return imgs.length >= 16 && imgs.every(i => i.complete && i.naturalWidth > 0); }""", timeout=TIMEOUT_MS)
     page.evaluate("window.scrollTo(0, 0)")
-    screenshot(page, "dataset", "dataset.png")
+    screenshot(page, "dataset")
 
     # 5. Use for training: the Train tab opens with the dataset, trigger word and class filled in.
     page.get_by_role("button", name="Use for training").click()

@@ -1,11 +1,9 @@
 """The studio's shell: header bar, tabs and the one poll timer; `launch()` serves it.
 
 A tab is a module with `TITLE`, `TAB_ID` and `build(studio, tab)`; adding one is one line in
-`TABS`. A tab that sends work to another one (Dataset → Train, Compare → Score) also has
-`connect(studio)`, called once every tab is built, and finds the other tab's components in
-`studio.parts` under names like "train.fields". Every tab shares one `Studio`: the process's
-single `Runner` (so every browser tab sees the same job) and the roots that confine every path a
-user can name.
+`TABS`. Every tab shares one `Studio` (studio/ui/context.py): the process's single `Runner` (so
+every browser tab sees the same job), the roots that confine every path a user can name, the loaded
+evaluation models, and the typed hand-offs between tabs (Dataset → Train, Compare → Score).
 """
 
 from __future__ import annotations
@@ -16,17 +14,19 @@ import html
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from studio import __version__
 from studio.engine.environment import environment_report
 from studio.engine.runner import Runner
-from studio.engine.runs import RunFolder
 from studio.ui import checkpoints_tab, compare_tab, dataset_tab, live, score_tab, train_tab
-from studio.ui.security import PathNotAllowed, Roots, is_exposed, is_loopback, running_on_space
+from studio.ui.context import Studio
+from studio.ui.login_guard import LoginGuard
+from studio.ui.security import Roots, is_exposed, is_loopback, running_on_space
 from studio.ui.theme import CSS, studio_theme
 
 log = logging.getLogger(__name__)
@@ -69,40 +69,6 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-@dataclass
-class Studio:
-    """What every tab shares: the one runner, the roots, and the shell's components."""
-
-    runner: Runner
-    roots: Roots
-    app: gr.Blocks | None = None
-    tabs: gr.Tabs | None = None
-    timer: gr.Timer | None = None
-    header_job: gr.HTML | None = None
-    notice: gr.Markdown | None = None
-    """The header's one-line answer to the last action (started, paused, refused and why)."""
-    env: dict[str, Any] = field(default_factory=dict)
-    parts: dict[str, Any] = field(default_factory=dict)
-    """Components (and event settings) a tab offers to others, by "<tab id>.<name>"."""
-
-    def release_eval_models(self) -> None:
-        """Free what evaluation keeps loaded (the Compare tab's base pipeline, the scoring backbones) once
-        a training job has the accelerator: the job loads its own copy, and both rarely fit together."""
-        from studio.eval.backbones import unload_backbones
-
-        cache = self.parts.get(compare_tab.CACHE_PART)
-        if cache is not None:
-            cache.clear()
-        unload_backbones()
-
-    def run(self, name: str) -> RunFolder:
-        """The run `name` in the outputs folder, or the error the page shows when there is none."""
-        try:
-            return self.roots.run(name)
-        except PathNotAllowed as err:
-            raise gr.Error(str(err), title="No such run") from None
-
-
 def _header_html(env: dict[str, Any], settings: Settings) -> str:
     device, precision = env["device"], env["precision"]
     if not settings.exposed:
@@ -125,7 +91,7 @@ def _header_html(env: dict[str, Any], settings: Settings) -> str:
 def build_app(settings: Settings, runner: Runner | None = None) -> tuple[gr.Blocks, Studio]:
     """The Blocks app and its shared `Studio` (a new Runner unless one is given)."""
     roots = settings.roots
-    studio = Studio(runner=runner or Runner(roots.outputs, roots.models), roots=roots,
+    studio = Studio(runner=runner or Runner(roots.outputs, roots.models, datasets_dir=roots.datasets), roots=roots,
                     env=environment_report(roots.outputs, roots.models))
     with gr.Blocks(title="LoRA Studio", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         studio.app = app
@@ -140,9 +106,7 @@ def build_app(settings: Settings, runner: Runner | None = None) -> tuple[gr.Bloc
             for module in TABS:
                 with gr.Tab(module.TITLE, id=module.TAB_ID) as tab:
                     module.build(studio, tab)
-        for module in TABS:
-            if hasattr(module, "connect"):
-                module.connect(studio)
+        studio.finish_build()
         app.load(functools.partial(_landing_tab, studio), None, studio.tabs, api_name="landing_tab",
                  api_visibility="private", show_progress="hidden")
     return app, studio
@@ -160,7 +124,7 @@ def launch_options(settings: Settings) -> dict[str, Any]:
         auth_message="LoRA Studio: log in with the user and password given to --auth / STUDIO_AUTH.",
         allowed_paths=settings.roots.allowed_paths(), enable_monitoring=False, mcp_server=False, run_history=False,
         show_error=not settings.exposed, footer_links=["api", "settings"], theme=studio_theme(), css=CSS,
-        ssr_mode=False,
+        ssr_mode=False, app_kwargs={"middleware": [Middleware(LoginGuard)]},
     )
 
 
@@ -182,7 +146,11 @@ def start_studio(settings: Settings, runner: Runner | None = None,
     warn_if_open(settings)
     app, studio = build_app(settings, runner)
     app.queue(default_concurrency_limit=1)
-    app.launch(prevent_thread_lock=prevent_thread_lock, **launch_options(settings))
+    # quiet: `launch()` prints its own ready line with the address (Gradio still prints share-link errors).
+    # _frontend=False skips Gradio's own reachability check, a HEAD with a 3 s timeout that, on a busy
+    # machine, times out and aborts the start with "localhost is not accessible" although the server is
+    # up; `launch()` waits for the page itself instead (`wait_for_page`).
+    app.launch(prevent_thread_lock=prevent_thread_lock, quiet=True, _frontend=False, **launch_options(settings))
     return app, studio
 
 
@@ -193,6 +161,41 @@ def launch(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    start_studio(settings)
+    app, _ = start_studio(settings, prevent_thread_lock=True)
+    if wait_for_page(app.local_url):
+        print(ready_line(settings, app.local_url, app.share_url), flush=True)
+    else:
+        print(f"LoRA Studio is serving {app.local_url} but its page has not answered yet (a very busy machine?); "
+              "try opening it in a minute. Stop it with Ctrl+C.", flush=True)
+    app.block_thread()  # until Ctrl+C
     return 0
+
+
+def wait_for_page(local_url: str, timeout_s: float = 300.0) -> bool:
+    """Whether the page answers (any status but a server error: 401 means a login page) within `timeout_s`."""
+    import time
+
+    import httpx
+
+    url = local_url.replace("://0.0.0.0:", "://127.0.0.1:")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.head(url, timeout=30).status_code < 500:
+                return True
+        except httpx.HTTPError:
+            pass  # not listening yet, or it timed out: ask again
+        time.sleep(0.2)
+    return False
+
+
+def ready_line(settings: Settings, local_url: str, share_url: str | None) -> str:
+    """What `python studio.py` prints once the page answers: the address to open."""
+    url = local_url.replace("://0.0.0.0:", "://127.0.0.1:").rstrip("/")
+    line = f"LoRA Studio is ready: open {url}"
+    if not is_loopback(settings.host):
+        line += f" (listening on {settings.host}: other machines can reach it too)"
+    if share_url:
+        line += f"\n  public link: {share_url.rstrip('/')}"
+    return line + "\n  stop it with Ctrl+C"
 

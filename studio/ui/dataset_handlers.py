@@ -23,20 +23,20 @@ from studio.data.captioners import (
     CaptionOptions,
     caption_dataset,
 )
+from studio.core.lock import AcceleratorBusy
 from studio.data.dataset import BUILTIN_DEMO, DatasetError, scan_dataset
 from studio.data.demo import DEMO_CLASS, DEMO_TRIGGER
 from studio.data.editing import CaptionEditor, EditError
 from studio.data.upload import UploadError, add_files, copy_demo_dataset, create_dataset
-from studio.engine.gpu_lock import AcceleratorBusy
 from studio.ui import dataset_view as view
 from studio.ui import live
 from studio.ui.dataset_view import DatasetSession
 from studio.ui.form import dataset_choices
+from studio.ui.context import TRAIN_TAB
 from studio.ui.security import PathNotAllowed
-from studio.ui.train_tab import TAB_ID as TRAIN_TAB_ID
 
 if TYPE_CHECKING:
-    from studio.ui.app import Studio
+    from studio.ui.context import Studio
 
 DEMO_NAME = "demo"
 SEPARATORS = {"comma": ", ", "space": " "}
@@ -200,6 +200,11 @@ class DatasetHandlers:
         return self._view(session, None, trigger, resolution, changed=changed)
 
     # --- editing ----------------------------------------------------------------------------------
+    def typing_status(self, session: DatasetSession | None, pending: str) -> str:
+        """The status line while a caption is typed: the unsaved count with the caption being typed
+        (nothing is applied: Save and every other action apply the caption box's text first)."""
+        return view.status_markdown(session, pending)
+
     def apply_caption(self, session: DatasetSession | None, pending: str, trigger: str,
                       resolution: Any) -> tuple[Any, ...]:
         if session is None or session.selected is None:
@@ -418,7 +423,7 @@ class DatasetHandlers:
         notice = live.notice(f"Sent **{session.name}** to Train ({len(session.scan.items)} images, trigger word "
                              f"\"{_text(trigger)}\"). Check the settings and press Start.")
         return (notice, gr.Dropdown(choices=dataset_choices(roots), value=session.name), _text(trigger),
-                _text(class_phrase), gr.Tabs(selected=TRAIN_TAB_ID))
+                _text(class_phrase), gr.Tabs(selected=TRAIN_TAB))
 
 
 def _text(value: str | None) -> str:

@@ -17,12 +17,14 @@ import gradio as gr
 from studio.data.captioners import CAPTIONERS, DEFAULT_MODELS
 from studio.data.upload import MAX_BYTES, MAX_FILES
 from studio.ui import dataset_view as view
+from studio.ui.context import DATASET_TAB
 from studio.ui.dataset_handlers import SEPARATORS, DatasetHandlers
+from studio.ui.notices import refusing
 
 if TYPE_CHECKING:
-    from studio.ui.app import Studio
+    from studio.ui.context import Studio
 
-TITLE, TAB_ID = "Dataset", "dataset"
+TITLE, TAB_ID = "Dataset", DATASET_TAB
 UPLOAD_TYPES = ["image", ".zip", ".txt", ".json", ".jsonl"]
 
 
@@ -33,7 +35,7 @@ def build(studio: Studio, tab: gr.Tab) -> None:
     # 1. Components. Top: pick, open, create; left: the gallery; right: the selected image and
     #    the edits; below: auto-captioning and the report.
     with gr.Row(equal_height=True):
-        picker = gr.Dropdown(studio.roots.dataset_folders(), value=None, label="Dataset", scale=4,
+        picker = gr.Dropdown([], value=None, label="Dataset", scale=4,  # filled when the page loads
                              allow_custom_value=True,
                              info=f"A folder in the datasets root ({studio.roots.datasets.name}/).")
         open_button = gr.Button("Open", variant="primary", scale=0, min_width=90)
@@ -125,7 +127,8 @@ def build(studio: Studio, tab: gr.Tab) -> None:
     with gr.Accordion("Dataset report", open=True):
         with gr.Row(equal_height=True):
             resolution = gr.Number(view.DEFAULT_RESOLUTION, label="Training resolution", precision=0, minimum=64,
-                                   maximum=4096, scale=0, min_width=160, info="For the aspect buckets.")
+                                   maximum=4096, scale=0, min_width=160,
+                                   info="For the aspect buckets and size checks; follows the Train tab's.")
             report_button = gr.Button("Refresh report", size="sm", scale=0, min_width=140)
         report = gr.Markdown(elem_id="dataset-report")
         with gr.Tabs():
@@ -160,11 +163,18 @@ def build(studio: Studio, tab: gr.Tab) -> None:
           show_progress="hidden")
     studio.app.load(handlers.list_datasets, picker, picker, api_visibility="private", show_progress="hidden")
     opened = [*view_outputs, trigger, class_phrase]
-    open_button.click(handlers.open_dataset, [state, picker, resolution], opened, api_name="open_dataset", **serial)
-    demo_button.click(handlers.open_demo, [state, resolution], [picker, *opened], api_name="open_demo", **serial)
-    create_button.click(handlers.create_dataset, [state, new_name, uploads, resolution], [picker, *opened],
-                        api_name="create_dataset", **serial)
-    add_button.click(handlers.add_to_dataset, [state, uploads, trigger, resolution], view_outputs,
+    # A refusal (no dataset open, a bad upload, a busy accelerator) is one line in the notice area,
+    # which every opening and editing handler already answers in.
+    def refused(fn, outputs):
+        return refusing(fn, outputs, studio.notice)
+
+    open_button.click(inputs=[state, picker, resolution], **refused(handlers.open_dataset, opened),
+                      api_name="open_dataset", **serial)
+    demo_button.click(inputs=[state, resolution], **refused(handlers.open_demo, [picker, *opened]),
+                      api_name="open_demo", **serial)
+    create_button.click(inputs=[state, new_name, uploads, resolution],
+                        **refused(handlers.create_dataset, [picker, *opened]), api_name="create_dataset", **serial)
+    add_button.click(inputs=[state, uploads, trigger, resolution], **refused(handlers.add_to_dataset, view_outputs),
                      api_name="add_to_dataset", **serial)
 
     quiet = dict(show_progress="hidden", **serial)
@@ -172,11 +182,15 @@ def build(studio: Studio, tab: gr.Tab) -> None:
           api_name="filter_gallery", **quiet)
     previous.click(handlers.previous_page, state, page_outputs, api_name="previous_page", **quiet)
     following.click(handlers.next_page, state, page_outputs, api_name="next_page", **quiet)
-    gallery.select(handlers.select_image, context, view_outputs, api_name="select_image", **quiet)
-    gr.on([apply_button.click, caption.blur], handlers.apply_caption, context, view_outputs, api_name="apply_caption",
-          **quiet)
-    gr.on([trigger.submit, trigger.blur, resolution.submit, report_button.click], handlers.refresh_report, context,
-          view_outputs, api_name="refresh_report", **quiet)
+    gallery.select(inputs=context, **refused(handlers.select_image, view_outputs), api_name="select_image", **quiet)
+    gr.on([apply_button.click, caption.blur], inputs=context, **refused(handlers.apply_caption, view_outputs),
+          api_name="apply_caption", **quiet)
+    # While typing, the status line counts the caption being typed as unsaved (it reads, never writes,
+    # so it stays out of the editing queue and never holds up Save).
+    caption.input(handlers.typing_status, [state, caption], status, api_visibility="private", show_progress="hidden",
+                  trigger_mode="always_last", concurrency_limit=None)
+    gr.on([trigger.submit, trigger.blur, resolution.submit, report_button.click], inputs=context,
+          **refused(handlers.refresh_report, view_outputs), api_name="refresh_report", **quiet)
 
     edits = {trigger_button: (handlers.add_trigger, [], "add_trigger"),
              prefix_button: (handlers.add_prefix, [affix, separator], "add_prefix"),
@@ -189,23 +203,32 @@ def build(studio: Studio, tab: gr.Tab) -> None:
              save_button: (handlers.save, [], "save_captions"),
              import_button: (handlers.import_captions, [imports], "import_captions")}
     for button, (fn, extra, api_name) in edits.items():
-        button.click(fn, [*context, *extra], view_outputs, api_name=api_name, **serial)
+        button.click(inputs=[*context, *extra], **refused(fn, view_outputs), api_name=api_name, **serial)
 
     captioner.change(handlers.pick_captioner, captioner, [model, description, max_length], api_name="pick_captioner")
-    caption_button.click(handlers.auto_caption, [*context, class_phrase, captioner, model, description, overwrite,
-                                                 prefix_trigger, max_length],
-                         view_outputs, api_name="auto_caption", **serial)
+    caption_button.click(inputs=[*context, class_phrase, captioner, model, description, overwrite, prefix_trigger,
+                                 max_length], **refused(handlers.auto_caption, view_outputs), api_name="auto_caption",
+                         **serial)
 
-    # "Use for training" fills the Train tab's fields: wired in connect(), once that tab exists.
-    studio.parts["dataset.send"] = dict(button=send_button, handler=handlers.send_to_train,
-                                        inputs=[state, caption, trigger, class_phrase])
+    # "Use for training" fills the Train tab's data fields, then lets it re-resolve its config: wired
+    # once that tab is built.
+    def send_to_train() -> None:
+        fields = studio.train.fields
+        outputs = [studio.notice, fields["data.dir"], fields["data.trigger_word"], fields["data.class_phrase"],
+                   studio.tabs]
+        send_button.click(handlers.send_to_train, [state, caption, trigger, class_phrase], outputs,
+                          api_name="send_to_train", concurrency_id="dataset").success(**studio.train.resolve.kwargs())
+
+    studio.when_built(send_to_train)
+
+    # The report buckets at the Train tab's data.resolution (64 px for the demo preset), and follows it.
+    def follow_train_resolution() -> None:
+        train_resolution = studio.train.fields["data.resolution"]
+        resolution.value = train_resolution.value
+        train_resolution.change(_same, train_resolution, resolution, api_visibility="private", show_progress="hidden")
+
+    studio.when_built(follow_train_resolution)
 
 
-def connect(studio: Studio) -> None:
-    """Wire "Use for training" to the Train tab's data fields, then let it re-resolve its config."""
-    send = studio.parts["dataset.send"]
-    fields = studio.parts["train.fields"]
-    outputs = [studio.notice, fields["data.dir"], fields["data.trigger_word"], fields["data.class_phrase"],
-               studio.tabs]
-    send["button"].click(send["handler"], send["inputs"], outputs, api_name="send_to_train",
-                         concurrency_id="dataset").success(**studio.parts["train.resolve"])
+def _same(value: object) -> object:
+    return value

@@ -26,7 +26,7 @@ from studio.data.dataset import DatasetScan, ImageItem
 from studio.data.editing import CaptionEditor
 from studio.data.images import ImageSkip, load_image
 from studio.data.lint import CLIP_MAX_TOKENS, caption_token_counts
-from studio.data.report import build_report
+from studio.data.report import build_report, printable
 
 PAGE_SIZE = 48
 THUMB_SIZE = 256
@@ -199,10 +199,28 @@ def report_tables(session: DatasetSession | None) -> tuple[pd.DataFrame, ...]:
 
 # --- text --------------------------------------------------------------------------------------
 
-def status_markdown(session: DatasetSession | None) -> str:
+NO_FINDINGS = "No findings: every caption passes the lint."
+
+
+def unsaved_count(session: DatasetSession, pending: str | None = None) -> int:
+    """Captions that differ from the files, counting the caption being typed (`pending`, the caption
+    box's text) for the selected image as if it were applied."""
+    editor = session.editor
+    unsaved = set(editor.unsaved())
+    rel = session.selected
+    if rel is not None and pending is not None and pending != editor.captions[rel]:
+        unsaved.discard(rel)
+        if pending != editor.saved[rel]:
+            unsaved.add(rel)
+    return len(unsaved)
+
+
+def status_markdown(session: DatasetSession | None, pending: str | None = None) -> str:
+    """The line above the gallery: the dataset, its counts and how many captions are unsaved (with
+    the one being typed, `pending`)."""
     if session is None:
         return "No dataset open. Pick one and press **Open**, open the demo, or create one from your photos."
-    unsaved = len(session.editor.unsaved())
+    unsaved = unsaved_count(session, pending)
     counts = session.report["counts"] if session.report else None
     parts = [f"**{html.escape(session.name)}**"]
     if counts:
@@ -219,12 +237,13 @@ def image_info(session: DatasetSession, rel: str) -> str:
     tokens = caption_token_counts([text])[0] if text else 0
     over = f" (over {CLIP_MAX_TOKENS}: the rest is cut off)" if tokens > CLIP_MAX_TOKENS else ""
     source = "unsaved edit" if text != session.editor.saved[rel] else (item.caption_source or "none")
-    return (f"`{rel}` · {item.width}×{item.height} px · {tokens} CLIP tokens{over} · caption from {source}")
+    return (f"`{printable(rel)}` · {item.width}×{item.height} px · {tokens} CLIP tokens{over} · caption from {source}")
 
 
 def report_markdown(report: dict[str, Any] | None) -> str:
     if report is None:
         return ""
+    report = printable(report)  # a name with a newline stays inside its list item
     counts = report["counts"]
     lines = [f"**{counts['found']} image files**: {counts['usable']} usable, {counts['skipped']} skipped; "
              f"{counts['captioned']} of {counts['usable']} captioned. Buckets at {report['resolution']} px."]
@@ -247,6 +266,8 @@ def _names(files: list[str], limit: int = 12) -> str:
 
 def lint_table(report: dict[str, Any] | None) -> pd.DataFrame:
     rows = [[f["severity"], f["message"], _names(f["files"])] for f in (report or {}).get("lint", [])]
+    if report is not None and not rows:  # an open dataset with a clean lint says so
+        rows = [["—", NO_FINDINGS, ""]]
     return pd.DataFrame(rows, columns=LINT_COLUMNS)
 
 

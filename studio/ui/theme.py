@@ -64,5 +64,7 @@ CSS = """
 #header-job .job-extra { white-space: nowrap; }
 #config-check { font-size: .8rem; color: var(--body-text-color-subdued); }
 #notice { font-size: .8rem; color: var(--body-text-color-subdued); text-align: right; min-height: 0; }
+#notice details { text-align: left; }
+#notice details pre { white-space: pre-wrap; max-height: 14em; overflow: auto; font-size: .75rem; margin: 2px 0 0; }
 .refresh { align-self: center; }
 """
