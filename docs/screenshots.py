@@ -31,12 +31,12 @@ TIMEOUT_MS = 5 * 60_000
 TALL = {"width": VIEWPORT["width"], "height": 1500}
 
 
-def wait_for_url(proc: subprocess.Popen, log: Path) -> str:
-    """The URL the studio prints once it serves."""
+def wait_for_url(proc: subprocess.Popen, log: Path, since: int = 0) -> str:
+    """The URL the studio prints once it serves (in what the log gained after byte `since`)."""
     while proc.poll() is None:
-        found = re.search(r"http://127\.0\.0\.1:\d+", log.read_text(errors="replace"))
+        found = re.search(r"ready: open (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace")[since:])
         if found:
-            return found.group(0)
+            return found.group(1)
         time.sleep(0.5)
     raise SystemExit(f"the studio exited before serving:\n{log.read_text(errors='replace')}")
 
@@ -53,43 +53,57 @@ def images_loaded(page, selector: str) -> None:
         return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }}""", timeout=TIMEOUT_MS)
 
 
-def main() -> int:
+
+def train_and_shoot(page, expect) -> None:
+    """Dataset, Train to the end, Checkpoints."""
+    # Dataset: the demo's 16 robots with their captions
+    page.get_by_role("button", name="Open the demo").click()
+    images_loaded(page, "#dataset-gallery")
+    shoot(page, "dataset.png")
+
+    # Train: the defaults, to the end; the loss chart and the last samples show the robot
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_role("button", name="Start", exact=True).click()
+    header = page.locator("#header-job")
+    expect(header).to_contain_text("Training", timeout=TIMEOUT_MS)
+    expect(header).to_contain_text("Finished", timeout=TRAIN_TIMEOUT_MS)
+    expect(page.locator("#latest-samples")).to_contain_text(re.compile(r"step 400\b"), timeout=TIMEOUT_MS)
+    images_loaded(page, "#latest-samples")
+    page.set_viewport_size(TALL)  # the samples sit below the chart
+    shoot(page, "train.png")
+    page.set_viewport_size(VIEWPORT)
+
+    # Checkpoints: the finished run, its checkpoints and samples
+    page.get_by_role("tab", name="Checkpoints").click()
+    expect(page.get_by_role("grid", name="Checkpoints")).to_contain_text("step000400", timeout=TIMEOUT_MS)
+    shoot(page, "checkpoints.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     from playwright.sync_api import expect
 
-    work = Path(tempfile.mkdtemp(prefix="lora-studio-screenshots-"))
+    parser = argparse.ArgumentParser(description="Retake the README's screenshots on the toy world.")
+    parser.add_argument("--reuse", type=Path, metavar="DIR",
+                        help="the work folder of an earlier call whose run finished: shoot only Compare and Score")
+    args = parser.parse_args(argv)
+    work = args.reuse or Path(tempfile.mkdtemp(prefix="lora-studio-screenshots-"))
     log = work / "studio.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    with open(log, "w") as sink:
+    since = log.stat().st_size if log.exists() else 0
+    with open(log, "a") as sink:
         proc = subprocess.Popen([sys.executable, str(REPO / "studio.py"), "--outputs", str(work / "outputs"),
                                  "--datasets", str(work / "datasets"), "--port", "7871"],
                                 stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     try:
-        url = wait_for_url(proc, log)
+        url = wait_for_url(proc, log, since)
         with launch_chromium() as chromium:
             page = chromium.new_page(viewport=VIEWPORT)
             page.goto(url)
-
-            # Dataset: the demo's 16 robots with their captions
-            page.get_by_role("button", name="Open the demo").click()
-            images_loaded(page, "#dataset-gallery")
-            shoot(page, "dataset.png")
-
-            # Train: the defaults, to the end; the loss chart and the last samples show the robot
-            page.get_by_role("tab", name="Train").click()
-            page.get_by_role("button", name="Start", exact=True).click()
-            header = page.locator("#header-job")
-            expect(header).to_contain_text("Training", timeout=TIMEOUT_MS)
-            expect(header).to_contain_text("Finished", timeout=TRAIN_TIMEOUT_MS)
-            expect(page.locator("#latest-samples")).to_contain_text(re.compile(r"step 400\b"), timeout=TIMEOUT_MS)
-            images_loaded(page, "#latest-samples")
-            page.set_viewport_size(TALL)  # the samples sit below the chart
-            shoot(page, "train.png")
-            page.set_viewport_size(VIEWPORT)
-
-            # Checkpoints: the finished run, its checkpoints and samples
-            page.get_by_role("tab", name="Checkpoints").click()
-            expect(page.get_by_role("grid", name="Checkpoints")).to_contain_text("step000400", timeout=TIMEOUT_MS)
-            shoot(page, "checkpoints.png")
+            if not args.reuse:
+                train_and_shoot(page, expect)
+                page.reload()  # the Compare tab of a page opened mid-run still lists that moment's checkpoints
 
             # Compare: the run's own sample prompts, prompt only against the final LoRA, seeds 1 and 2
             page.get_by_role("tab", name="Compare").click()
