@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "report seconds per step, peak memory, the run's projected time and checkpoint disk use "
                         "(and what to change on out of memory)")
 
-    p = sub.add_parser("bench", help="speed benchmark: our loop vs an uncached loop (--grids: cached grids; "
+    p = sub.add_parser("bench", help="figures: our loop vs an uncached loop (--grids: cached grids; --cache: cold vs "
+                                     "warm latent cache; --export: merged exports; --startup: time to the page; "
                                      "--world: the toy world's quality report)")
     p.add_argument("--preset", default="tiny-demo")
     p.add_argument("--steps", type=int, default=100)
