@@ -16,18 +16,8 @@ from typing import Any
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    """Write `text` (UTF-8) to `path` atomically; creates the parent folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `text` (UTF-8, newlines as written) to `path` atomically; creates the parent folder."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:

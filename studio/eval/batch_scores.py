@@ -26,8 +26,8 @@ from studio.eval.generate import batch_folder
 from studio.eval.inception import INCEPTION_DEFAULT, INCEPTION_NONE, load_inception
 from studio.eval.manifest import read_batch_manifest
 from studio.eval.metrics import cmmd, consistent, diversity, frechet_distance, kernel_inception_distance, mean_cosine
-from studio.eval.scoring import (SCORES_FILE, clip_t_prompt, consistency_entry, encode_files, references,
-                                 threshold_of)
+from studio.eval.scoring import (SCORES_FILE, clip_t_prompt, consistency_entry, encode_files, image_counter,
+                                 references, threshold_of)
 
 METRICS = ("clip_t", "clip_i", "dino", "consistency", "diversity", "fid", "kid", "cmmd")
 NAMES = {"clip_t": "CLIP-T", "clip_i": "CLIP-I", "dino": "DINO", "consistency": "consistency",
@@ -76,13 +76,7 @@ def score_batch(run: RunFolder, batch: str | Path, *, refs: Path | str | None = 
     ref_folder, ref_paths = references(run, refs)
     clip_prompts = [clip_t_prompt(im.prompt, manifest.trigger_word, manifest.class_phrase) for im in entries]
     notes: dict[str, str] = {}
-    total, done = len(ref_paths) + len(entries), 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
+    tick = image_counter(len(ref_paths) + len(entries), progress)
 
     # 2. Features, on the accelerator; DINO and Inception are optional.
     with ACCELERATOR.hold("scoring"):

@@ -87,6 +87,19 @@ def reference_items(run: RunFolder, refs: Path | str | None) -> tuple[Path, list
     return scan.folder, scan.items
 
 
+def image_counter(total: int, progress: Callable[[int, int], None] | None) -> Callable[[int], None]:
+    """`tick(n)`: n more images encoded, reported as `progress(done, total)`."""
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    return tick
+
+
 def load_backbones(clip: str, dino: str) -> tuple[ClipBackbone, DinoBackbone | None]:
     return load_clip(clip), (None if dino == DINO_NONE else load_dino(dino))
 
@@ -153,14 +166,7 @@ def score_grid(run: RunFolder, grid_name: str, *, refs: Path | str | None = None
                    for i, item in enumerate(ref_items) if item.caption and item.caption.strip()]
 
     # 2. Features, on the accelerator
-    total, done = len(ref_paths) + len(generated), 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
-
+    tick = image_counter(len(ref_paths) + len(generated), progress)
     with ACCELERATOR.hold("scoring"):
         clip_model, dino_model = load_backbones(clip, dino)
         tick(0)

@@ -10,6 +10,7 @@ typed backbone path and a reference folder are confined to the models and datase
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,20 @@ NO_GRID = "Pick a run and one of its grids (make one in the **Compare** tab)."
 BATCH_NOT_SCORED = ("Batch **{batch}** is not scored yet: choose the backbones above and the Inception backbone, then "
                     "press **Score batch**.")
 NO_BATCH = "Pick a batch of the run (generate one in the **Compare** tab's Batch generation)."
+
+
+@contextlib.contextmanager
+def scoring_refusals(title: str):
+    """What scoring raises, as the user reads it: a busy accelerator or an unloadable backbone as a
+    refusal in the notice, a missing or broken grid, batch or reference folder as an error titled `title`."""
+    try:
+        yield
+    except AcceleratorBusy as err:
+        raise Refusal(str(err)) from None
+    except BackboneError as err:
+        raise backbone_refusal(err) from None
+    except (ValueError, FileNotFoundError) as err:
+        raise gr.Error(str(err), title=title) from None
 
 
 class ScoreHandlers:
@@ -145,18 +160,12 @@ class ScoreHandlers:
         folder = self.studio.run(run)
         if not grid:
             raise gr.Error(f"pick a grid of {folder.name} first (make one in the Compare tab)", title="No grid picked")
-        try:
+        with scoring_refusals("Cannot score"):
             roots = self.studio.roots
             clip_name, dino_name = eval_view.clip_backbone(roots, clip), eval_view.dino_backbone(roots, dino)
             scores = score_grid(folder, grid, refs=self._references(refs), clip=clip_name, dino=dino_name,
                                 progress=lambda done, total: progress((done, total), desc="Scoring images",
                                                                       unit="images"))
-        except AcceleratorBusy as err:
-            raise Refusal(str(err)) from None
-        except BackboneError as err:
-            raise backbone_refusal(err) from None
-        except (ValueError, FileNotFoundError) as err:
-            raise gr.Error(str(err), title="Cannot score") from None
         rec = scores.get("recommendation")
         tail = f"; recommended: {rec['label']}" if rec else ""
         return (*self._scorecard(scores, fidelity, ""), live.notice(f"Scored grid **{grid}** of **{folder.name}**{tail}."))
@@ -168,19 +177,13 @@ class ScoreHandlers:
         if not batch:
             raise gr.Error(f"pick a batch of {folder.name} first (generate one in the Compare tab)",
                            title="No batch picked")
-        try:
+        with scoring_refusals("Cannot score the batch"):
             roots = self.studio.roots
             scores = score_batch(folder, batch_folder(folder, batch), refs=self._references(refs),
                                  clip=eval_view.clip_backbone(roots, clip), dino=eval_view.dino_backbone(roots, dino),
                                  inception=eval_view.inception_backbone(roots, inception),
                                  progress=lambda done, total: progress((done, total), desc="Scoring the batch",
                                                                        unit="images"))
-        except AcceleratorBusy as err:
-            raise Refusal(str(err)) from None
-        except BackboneError as err:
-            raise backbone_refusal(err) from None
-        except (ValueError, FileNotFoundError) as err:
-            raise gr.Error(str(err), title="Cannot score the batch") from None
         missing = [k for k in ("dino", "fid", "kid") if scores.get(k) is None]
         tail = f"; no {', '.join(missing)} (see the table)" if missing else ""
         return (self._batch_summary(scores), eval_view.batch_table(scores),
