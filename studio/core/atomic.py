@@ -36,6 +36,15 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
+def write_png_atomic(path: Path, image: Any) -> Path:
+    """Save a PIL image as PNG at `path` atomically: a stop or crash never leaves half an image."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
 def write_json_atomic(path: Path, data: Any) -> Path:
     """Write `data` as indented UTF-8 JSON to `path` atomically."""
     return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")

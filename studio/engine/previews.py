@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from studio.core.atomic import write_png_atomic
 from studio.engine.runs import RunFolder, step_dir_name
 
 PREVIEW_SUFFIX = ".preview.png"
@@ -78,17 +77,7 @@ def preview_path(file: Path) -> Path:
 
 def write_preview(image: Path, beside: Path) -> Path:
     """Save `image` as PNG next to the file `beside`, atomically; returns the preview's path."""
-    target = preview_path(beside)
-    rgb = _open_rgb(image)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            rgb.save(out, format="PNG")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_png_atomic(preview_path(beside), _open_rgb(image))
 
 
 def place_preview(image: Path | None, beside: Path) -> None:

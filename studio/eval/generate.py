@@ -15,13 +15,12 @@ back into training), and `score --batch` scores it as a distribution.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from studio.core.atomic import write_png_atomic
 from studio.core.lock import ACCELERATOR
 from studio.core.names import check_folder_name
 from studio.data.captions import sidecar_path, write_metadata_jsonl, write_sidecars
@@ -34,8 +33,6 @@ from studio.eval.manifest import (MANIFEST_FILE, PROMPT_ONLY, BatchImage, BatchM
 from studio.eval.parsing import FINAL, MAX_SEED
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from studio.eval.pipelines import PipelineCache
 
 GENERATED = "generated"
@@ -107,18 +104,6 @@ def _check_folder(out_dir: Path, wanted: BatchManifest) -> BatchManifest | None:
         raise ValueError(f"{out_dir} is not empty and has no {MANIFEST_FILE}, so it is not a batch folder: "
                          "choose a new or empty folder")
     return None
-
-
-def _save_png(image: Image.Image, path: Path) -> None:
-    """Write then rename, so a stop or crash never leaves a half-written image that a rerun would skip."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            image.save(out, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _images(out_dir: Path, manifest: BatchManifest, fill: Callable[[str], str]) -> list[BatchImage]:
@@ -207,7 +192,7 @@ def generate_batch(run: RunFolder, prompts: list[str], count: int, out_dir: Path
                 prompt = fill_trigger(spec.prompts[i % len(spec.prompts)], trigger)
                 image = generate(pipe, prompt, seed + i, steps=spec.inference_steps, guidance=spec.guidance,
                                  width=spec.width, height=spec.height, negative_prompt=spec.negative_prompt)
-                _save_png(image, out_dir / image_name(i))
+                write_png_atomic(out_dir / image_name(i), image)
                 write_sidecars({out_dir / image_name(i): prompt})
                 written += 1
                 if progress:
