@@ -4,8 +4,8 @@ the Train tab.
 
 The handlers live in `dataset_handlers.py`, what the tab draws (gallery pages, report tables) in
 `dataset_view.py`; this module lays the components out and wires the events. Editing handlers run
-one at a time (one concurrency group), so a caption box's blur is applied before the click that
-caused it is answered.
+one at a time (one concurrency group), and each takes the caption box's text as an input, so a click
+commits what is being typed in the same event.
 """
 
 from __future__ import annotations
@@ -151,8 +151,10 @@ def build(studio: Studio, tab: gr.Tab) -> None:
 
     # 2. Events. Every editing handler takes the session, the caption box (applied first), the
     #    trigger word and the resolution, and redraws the same outputs.
-    # One at a time: handlers share the session object, and a caption box's blur must be applied
-    # before the click that caused it (Save, a bulk edit) renders.
+    # One at a time: handlers share the session object. The caption box has no blur handler: every
+    # action takes the box's text as an input and applies it first, so a click (Save, a bulk edit, another
+    # thumbnail) is one event that commits what is being typed, never a race between the box's blur and
+    # the click that caused it.
     serial = dict(concurrency_id="dataset", concurrency_limit=1)
     view_outputs = [studio.notice, state, status, gallery, page_line, preview, caption, info, report,
                     lint, skipped, buckets, sizes, lengths, duplicates, missing]
@@ -183,13 +185,13 @@ def build(studio: Studio, tab: gr.Tab) -> None:
     previous.click(handlers.previous_page, state, page_outputs, api_name="previous_page", **quiet)
     following.click(handlers.next_page, state, page_outputs, api_name="next_page", **quiet)
     gallery.select(inputs=context, **refused(handlers.select_image, view_outputs), api_name="select_image", **quiet)
-    gr.on([apply_button.click, caption.blur], inputs=context, **refused(handlers.apply_caption, view_outputs),
-          api_name="apply_caption", **quiet)
+    apply_button.click(inputs=context, **refused(handlers.apply_caption, view_outputs), api_name="apply_caption",
+                       **quiet)
     # While typing, the status line counts the caption being typed as unsaved (it reads, never writes,
     # so it stays out of the editing queue and never holds up Save).
     caption.input(handlers.typing_status, [state, caption], status, api_visibility="private", show_progress="hidden",
                   trigger_mode="always_last", concurrency_limit=None)
-    gr.on([trigger.submit, trigger.blur, resolution.submit, report_button.click], inputs=context,
+    gr.on([trigger.submit, resolution.submit, report_button.click], inputs=context,
           **refused(handlers.refresh_report, view_outputs), api_name="refresh_report", **quiet)
 
     edits = {trigger_button: (handlers.add_trigger, [], "add_trigger"),
