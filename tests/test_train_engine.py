@@ -188,9 +188,12 @@ def test_min_snr_weights_match_the_paper(tmp_path):
 def _weights_after(tmp_path, name, *overrides):
     config = tiny("train.max_steps=3", *overrides)
     trainer = Trainer(config, RunFolder.create(tmp_path, name, config), Control(), lambda e: None, None)
-    trainer.setup(resume=False)
-    trainer.fit()
-    return trainer.lora_weights().flat()
+    try:
+        trainer.setup(resume=False)
+        trainer.fit()
+        return trainer.lora_weights().flat()
+    finally:
+        trainer.close()  # the uncached run's prefetch thread
 
 
 def test_gradient_checkpointing_and_uncached_inputs_train_the_same_weights(tmp_path):

@@ -42,13 +42,14 @@ from studio.engine.conditioning import TextEmbedding, encode_images, encode_text
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Part of every key: raise it when what an entry holds changes for the same inputs (the resize filter,
 the latent scaling, the tensor layout), so older entries are simply never read again."""
 STALE_TEMP_S = 3600
 """A temp file this old is a writer's leftover (killed mid-write), not a write in progress."""
 VAE_BATCH_PIXELS = 8 * 512 * 512
-"""Pixels per VAE call: 8 images at 512 px, 2 at 1024 px."""
+"""Pixels loaded and encoded as one batch (8 images at 512 px, 2 at 1024 px), in encoder calls of
+`conditioning.CALL_SIZE`."""
 
 LatentKey = tuple[int, bool, int]
 """(example index, flipped, augmented copy) → latent (C, h, w)."""
@@ -215,9 +216,7 @@ def cache_latents(vae, examples: list[Example], *, flip: bool, augmentations: Au
 
     def encode_batch() -> None:
         tensors = torch.stack([t for _, _, t in batch])
-        # a lone image is encoded beside a copy of itself: the CPU VAE's results for a batch of one differ
-        # from a batch of several in the last bit, and an entry must not depend on which others were missing
-        encoded = encode_images(vae, tensors if len(batch) > 1 else tensors.repeat(2, 1, 1, 1)).cpu()
+        encoded = encode_images(vae, tensors).cpu()  # in calls of one size: an entry is the same whatever else was missing
         for (lkey, key, _), latent in zip(batch, encoded):
             latents[lkey] = latent.clone()
             stats.encoded += 1
