@@ -197,6 +197,11 @@ class TrainSection(Section):
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: much less memory, ~20–30 % slower."""
 
+    compile: bool = False
+    """Compile the UNet's training step with `torch.compile`: the first step waits for the compiler (on a CPU,
+    minutes even for a small UNet), later ones may run faster. Off by default: on a CPU the compile costs more
+    than a run of usual length saves; worth a try for long runs on a CUDA GPU."""
+
     cache_latents: bool = True
     """Encode every image with the VAE once, then free the VAE (faster steps, less memory). Latents are
     kept on disk (the per-user cache, `python studio.py check` shows its size), so later runs, resumes

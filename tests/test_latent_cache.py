@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 import signal
@@ -26,7 +27,8 @@ from studio.data.dataset import scan_dataset
 from studio.data.demo import demo_dataset_dir
 from studio.data.lint import lint_captions
 from studio.engine import caches
-from studio.engine.batches import Augmentation, prepare_examples
+from studio.engine.batches import Augmentation, ImageUnreadable, prepare_examples
+from studio.engine.conditioning import CALL_SIZE
 from studio.engine.caches import TensorStore, cache_latents, module_identity, tensor_cache_usage
 from studio.engine.events import Log
 from studio.engine.lora_metadata import TAG_MAX_CHARS
@@ -91,7 +93,8 @@ def test_a_second_run_a_resume_and_an_extension_encode_nothing(tmp_path, tensor_
     images, captions = len(scan.items), len({training_caption(i.caption) for i in scan.items} | {""})
     events: list = []
     first = _train(tmp_path / "outputs", "first", data, events=events)
-    assert encodes["images"] == images * 2 and encodes["vae_calls"] == 1  # flips: one batched call of 32
+    # flips: 32 latents, in encoder calls of CALL_SIZE
+    assert encodes["images"] == images * 2 and encodes["vae_calls"] == math.ceil(images * 2 / CALL_SIZE)
     assert encodes["captions"] == captions  # the distinct captions and "" (caption dropout)
     status = first.read_status()
     assert status["cache"]["latents"] == {"reused": 0, "encoded": images * 2}
@@ -195,6 +198,18 @@ def test_a_torn_entry_and_a_temp_leftover_are_never_read(tmp_path, small_set):
     assert (stats.reused, stats.encoded) == (3, 1)
     assert all(torch.equal(latents[k], reference[k]) for k in reference)
     assert store.load(key, ("latent",)) is not None and not leftover.exists()
+
+
+def test_an_image_that_breaks_before_the_cache_build_fails_it_naming_the_file(tmp_path, small_set):
+    vae, _ = small_set
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("robot_00.png", "robot_01.png"):
+        shutil.copy(demo_dataset_dir() / name, data)
+    examples = _examples(scan_dataset(data))
+    (data / "robot_01.png").write_bytes(b"\0" * 64)  # after the scan: a sync client that half-wrote it
+    with pytest.raises(ImageUnreadable, match=r"robot_01\.png can no longer be read"):
+        cache_latents(vae, examples, flip=False, augmentations=NO_AUGMENT, store=TensorStore(tmp_path, "latents"))
 
 
 CHILD = """

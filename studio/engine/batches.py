@@ -19,7 +19,7 @@ from studio.config import RunConfig
 from studio.data.buckets import assign_bucket, make_buckets
 from studio.data.captions import training_caption
 from studio.data.dataset import DatasetScan
-from studio.data.images import load_image
+from studio.data.images import ImageSkip, load_image
 
 FLIP = Image.Transpose.FLIP_LEFT_RIGHT
 
@@ -81,8 +81,20 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
+class ImageUnreadable(RuntimeError):
+    """A training image that decoded when the dataset was scanned no longer does."""
+
+
 def load_training_image(example: Example) -> tuple[Image.Image, tuple[int, int]]:
-    return crop_to_bucket(load_image(example.path), example.bucket)
+    """The example's image cropped to its bucket; ImageUnreadable, naming the file, when it no longer decodes."""
+    try:
+        image = load_image(example.path)
+    except (ImageSkip, OSError) as err:
+        raise ImageUnreadable(
+            f"training image {example.path} can no longer be read ({getattr(err, 'reason', None) or err}); it was "
+            "readable when the dataset was scanned, so it changed on disk since. Put the original back (or fix the "
+            "file), then start the run again or resume it.") from err
+    return crop_to_bucket(image, example.bucket)
 
 
 @dataclass(frozen=True)
@@ -150,10 +162,11 @@ class DataOrder:
         return micro // self.batches_per_epoch
 
     def batch(self, micro: int) -> list[int]:
-        epoch = self.epoch_of(micro)
-        if self._cache is None or self._cache[0] != epoch:
-            self._cache = (epoch, self._epoch(epoch))
-        return self._cache[1][micro % self.batches_per_epoch]
+        # read once into a local: the training thread and the pixel prefetch thread share this order
+        epoch, cached = self.epoch_of(micro), self._cache
+        if cached is None or cached[0] != epoch:
+            cached = self._cache = (epoch, self._epoch(epoch))
+        return cached[1][micro % self.batches_per_epoch]
 
 
 def micro_rng(seed: int, micro: int) -> tuple[random.Random, torch.Generator]:
@@ -161,3 +174,11 @@ def micro_rng(seed: int, micro: int) -> tuple[random.Random, torch.Generator]:
     py = random.Random(f"{seed}/micro/{micro}")
     gen = torch.Generator().manual_seed(py.getrandbits(63))
     return py, gen
+
+
+def draw_variants(py: random.Random, count: int, flip: bool, copies: int) -> tuple[list[bool], list[int]]:
+    """Each image's flip and augmented copy (of `copies`) for a micro-batch of `count` images: the first draws
+    from the micro-batch's RNG (`micro_rng`), so they are known before the step, to the prefetch thread too."""
+    flips = [flip and py.random() < 0.5 for _ in range(count)]
+    picks = [py.randrange(copies) if copies > 1 else 0 for _ in range(count)]
+    return flips, picks

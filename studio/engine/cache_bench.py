@@ -6,7 +6,6 @@ wall clock is mostly queueing. Figures are printed, never asserted."""
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 import time
 from contextlib import contextmanager
@@ -14,13 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from PIL import Image, ImageDraw
-
 from studio.config import RunConfig
+from studio.data.synthetic import write_image_set
 from studio.engine.events import Event, Metrics
 from studio.engine.runs import RunFolder
 
-COLOURS = ["red", "orange", "yellow", "green", "teal", "blue", "purple", "pink", "white", "black", "grey", "brown"]
 
 
 @dataclass
@@ -34,38 +31,19 @@ class FirstStep:
     """Latents encoded / read from the disk cache at this start."""
 
 
-def write_image_set(folder: Path, count: int, size: int, seed: int = 0) -> Path:
-    """`count` distinct drawn images (shapes on a gradient) with captions, as PNG + .txt."""
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        top, bottom = rng.choice(COLOURS), rng.choice(COLOURS)
-        image = Image.new("RGB", (size, size), top)
-        draw = ImageDraw.Draw(image)
-        draw.rectangle((0, size // 2, size, size), fill=bottom)
-        shapes = []
-        for _ in range(rng.randint(1, 4)):
-            colour, kind = rng.choice(COLOURS), rng.choice(["circle", "square"])
-            x, y, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(size / 16, size / 4)
-            (draw.ellipse if kind == "circle" else draw.rectangle)((x - r, y - r, x + r, y + r), fill=colour)
-            shapes.append(f"a {colour} {kind}")
-        image.save(folder / f"img_{i:04d}.png")
-        (folder / f"img_{i:04d}.txt").write_text(f"ohwx, {', '.join(shapes)}, {top} and {bottom} background")
-    return folder
-
-
 @contextmanager
-def _tensor_cache(folder: Path) -> Iterator[None]:
-    """The disk cache in `folder` for the bench's runs only (the user's own cache stays untouched)."""
-    before = os.environ.get("LORA_STUDIO_TENSOR_CACHE")
-    os.environ["LORA_STUDIO_TENSOR_CACHE"] = str(folder)
+def temporary_env(name: str, value: Path) -> Iterator[None]:
+    """Environment variable `name` set to `value` for the bench only (e.g. `LORA_STUDIO_TENSOR_CACHE`, so the
+    user's own cache stays untouched)."""
+    before = os.environ.get(name)
+    os.environ[name] = str(value)
     try:
         yield
     finally:
         if before is None:
-            os.environ.pop("LORA_STUDIO_TENSOR_CACHE", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["LORA_STUDIO_TENSOR_CACHE"] = before
+            os.environ[name] = before
 
 
 def _first_step(label: str, config: RunConfig, run: RunFolder, models_dir: Path | None, resume: bool = False) -> FirstStep:
@@ -95,7 +73,7 @@ def run_cache_bench(config: RunConfig, images: int = 200, models_dir: Path | Non
         base = config.with_overrides({"train.max_steps": 1, "train.max_epochs": None, "sample.every_steps": 0,
                                       "sample.score_backbone": None, "save.every_steps": 1, "save.every_epochs": 0,
                                       "optim.warmup_steps": 0, "train.log_every_steps": 1})
-        with _tensor_cache(root / "tensors"):
+        with temporary_env("LORA_STUDIO_TENSOR_CACHE", root / "tensors"):
             # untimed: imports, lazy module loading and the built-in model's first build, on other images
             warmup = base.with_overrides({"data.dir": str(write_image_set(root / "warm-up", 2, size, seed=1))})
             _first_step("warm-up", warmup, RunFolder.create(root / "runs", "warm-up", warmup), models_dir)

@@ -80,4 +80,7 @@ def make_optimizer(cfg: RunConfig, groups: list[dict], device: torch.device) -> 
         except ImportError:
             raise ValueError("optim.optimizer=adamw8bit needs bitsandbytes: `pip install bitsandbytes`") from None
         return bnb.optim.AdamW8bit(groups, weight_decay=cfg.optim.weight_decay)
-    return torch.optim.AdamW(groups, weight_decay=cfg.optim.weight_decay)
+    # one fused kernel for every LoRA tensor instead of a Python loop over them: 5.6 → 1.7 CPU-ms per step for the
+    # 256 LoRA tensors of an 8.5 M-parameter UNet on one CPU thread (CUDA and MPS have the kernel too)
+    fused = device.type in ("cpu", "cuda", "mps")
+    return torch.optim.AdamW(groups, weight_decay=cfg.optim.weight_decay, fused=fused)

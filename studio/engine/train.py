@@ -20,8 +20,8 @@ from studio.config import RunConfig
 from studio.core.atomic import write_json_atomic
 from studio.core.device import choose_precision, detect_device, memory_bytes
 from studio.engine import distributed
-from studio.engine.batches import (FLIP, Augmentation, DataOrder, Example, augment, augmentation, load_training_image,
-                                   micro_rng, prepare_examples, to_tensor)
+from studio.engine.batches import (Augmentation, DataOrder, Example, augmentation, draw_variants, micro_rng,
+                                   prepare_examples)
 from studio.engine.caches import (CacheStats, TensorStore, cache_latents, cache_text, lookup_text,
                                   tensor_cache_dir)
 from studio.engine.checkpoints import LoraWeights, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
@@ -36,6 +36,7 @@ from studio.engine.lora import TEXT_ENCODER, add_lora, lora_state_dict, load_lor
 from studio.engine.lora_metadata import tag_frequency, top_tags
 from studio.engine.loss import diffusion_loss
 from studio.engine.prepare import epochs_in, plan_length, steps_per_epoch
+from studio.engine.prefetch import PixelFeed
 from studio.engine.runs import RunFolder, now_iso, step_dir_name
 from studio.engine.runstate import Heartbeat, NotResumable, this_process
 from studio.engine.sampling import render_samples
@@ -58,6 +59,7 @@ class Trainer:
         self.last_checkpoint: int | None = None
         self.device = torch.device("cpu")
         self.validator = None  # studio.eval.validation.ValidationScorer with sample.score_backbone
+        self.pixel_feed: PixelFeed | None = None  # with train.cache_latents off: pixels made on a thread
         self.stop_reason: str | None = None
 
     def emit(self, event: Event) -> None:
@@ -185,6 +187,9 @@ class Trainer:
         self.schedule = LRSchedule(cfg.optim, cfg.train.max_steps)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.use_grad_scaler else None
         self.unet_ddp = self.dist.wrap(pipe.unet, self.device)
+        if cfg.train.compile:
+            # the forward used for training only: pipe.unet (sampling, state dicts, LoRA files) stays as it is
+            self.unet_ddp = torch.compile(self.unet_ddp)
 
         # 7. Resume from the latest complete checkpoint.
         self.start_step, self.loss_ema = 0, None
@@ -231,6 +236,10 @@ class Trainer:
         cfg, pipe = self.config, self.pipe
         self.pixels_each_step = not cfg.train.cache_latents
         self.copies = 1 if not (cfg.data.color_jitter or cfg.data.rotation) else cfg.data.augment_variants
+        if self.pixels_each_step:
+            self.pixel_feed = PixelFeed(self.examples, self.order, self.augmentations, seed=cfg.train.seed,
+                                        flip=cfg.data.flip, copies=self.copies, stride=self.dist.world_size,
+                                        micro_per_step=self.micro_per_step)
         self.cache_stats: dict[str, dict[str, int]] = {}
         self.text_cache = None
         root = tensor_cache_dir()
@@ -406,16 +415,10 @@ class Trainer:
         examples = [self.examples[i] for i in ids]
 
         # latents: cached (a flip and each augmented copy are cached variants) or, with train.cache_latents off,
-        # encoded now from the same flip and copy
-        flips = [cfg.data.flip and py.random() < 0.5 for _ in examples]
-        copies = [py.randrange(self.copies) if self.copies > 1 else 0 for _ in examples]
-        if self.pixels_each_step:
-            pixels = []
-            for ex, flip, copy in zip(examples, flips, copies):
-                image, _ = load_training_image(ex)
-                image = augment(image.transpose(FLIP) if flip else image, self.augmentations(ex)[copy])
-                pixels.append(to_tensor(image))
-            latents = encode_images(self.pipe.vae, torch.stack(pixels)).to(device)
+        # encoded now from the same flip and copy, whose pixels the prefetch thread made during the last step
+        flips, copies = draw_variants(py, len(examples), cfg.data.flip, self.copies)
+        if self.pixel_feed is not None:
+            latents = encode_images(self.pipe.vae, self.pixel_feed.take(micro, ids, flips, copies)).to(device)
         else:
             latents = torch.stack([self.latents[(ex.index, flip, copy)]
                                    for ex, flip, copy in zip(examples, flips, copies)]).to(device)
@@ -589,6 +592,8 @@ class Trainer:
         rows.clear()
 
     def close(self) -> None:
+        if self.pixel_feed is not None:
+            self.pixel_feed.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
 
