@@ -170,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="figures: our loop vs an uncached loop (--grids: cached grids; --cache: cold vs "
                                      "warm latent cache; --export: merged exports; --startup: time to the page; "
-                                     "--world: the toy world's quality report)")
+                                     "--world: the toy world's quality report; --augment: jitter + rotation "
+                                     "against none; --dataset: the Dataset tab at scale; --live: what open pages "
+                                     "cost a job; --peers: against diffusers' and kohya's scripts)")
     p.add_argument("--preset", default="tiny-demo")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--grids", action="store_true",
@@ -190,7 +192,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", action="store_true",
                    help="instead: time to the first step with a cold and a warm disk cache of latents and caption "
                         "embeddings, and of a resume, on --images generated images at data.resolution (CPU and wall)")
-    p.add_argument("--images", type=int, default=200, metavar="N", help="--cache: images in the generated set")
+    p.add_argument("--images", type=int, default=200, metavar="N",
+                   help="--cache, --augment, --dataset: images in the generated set")
+    p.add_argument("--dataset", action="store_true",
+                   help="instead: the Dataset tab on --images generated 512 px images (try 2000): first open and "
+                        "reopen (scan cache), CPU and bytes sent per caption edit and bulk edit")
+    p.add_argument("--augment", action="store_true",
+                   help="instead: steady CPU and wall time per step with colour jitter + rotation (cached augmented "
+                        "copies, and uncached) against none, for the preset and sdxl-character on tiny models, and "
+                        "the latent cache build each way")
+    p.add_argument("--live", action="store_true",
+                   help="instead: what open pages cost a training job on the server's side: server CPU and wall per "
+                        "poll, and steps/s of a tiny job with 0 and --viewers simulated pages (a separate process), "
+                        "--repeats rounds")
+    p.add_argument("--viewers", type=int, default=5, metavar="N", help="--live: simulated pages")
+    p.add_argument("--peers", action="store_true",
+                   help="instead: our loop against the peers' own scripts side by side at the same settings (64 px, "
+                        "batch 2, rank 4, fp32, constant LR; --set changes them): diffusers' "
+                        "train_text_to_image_lora.py and kohya's train_network.py --cache_latents; steady CPU and wall "
+                        "seconds per step, each loop its own process (OMP_NUM_THREADS=1), against the targets")
+    p.add_argument("--diffusers-repo", type=Path, metavar="DIR",
+                   help="--peers: a huggingface/diffusers checkout (its examples/text_to_image); omit to skip it")
+    p.add_argument("--kohya-repo", type=Path, metavar="DIR", help="--peers: a kohya-ss/sd-scripts checkout; omit to skip it")
+    p.add_argument("--diffusers-python", metavar="PYTHON",
+                   help="--peers: the Python that runs diffusers' script (it needs `datasets`; default: this one)")
+    p.add_argument("--kohya-python", metavar="PYTHON",
+                   help="--peers: the Python of kohya's environment (its pinned requirements; default: this one)")
+    p.add_argument("--peer-model", default="small", metavar="small|real-size|DIR",
+                   help="--peers: `small` (the SD1.5 layout at widths 32-128, built in seconds), `real-size` (SD1.5 "
+                        "at random init, minutes to build) or an SD1.5 diffusers folder")
+    p.add_argument("--peer-steps", default="10,60", metavar="N1,N2",
+                   help="--peers: steady cost per step = (CPU of an N2-step run - of an N1-step run) / (N2 - N1)")
+    p.add_argument("--peer-images", type=int, default=16, metavar="N", help="--peers: images in the generated set")
+    p.add_argument("--rounds", type=int, default=1, metavar="N",
+                   help="--peers: (N1, N2) run pairs per loop, the loops taking turns; the median is shown")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     from studio.commands.pretrain import add_parser as add_pretrain_parser
