@@ -34,7 +34,7 @@ def test_building_the_page_loads_no_model_library(tmp_path):
         "from studio.ui.security import Roots\n"
         f"base = pathlib.Path({str(tmp_path)!r})\n"
         "build_app(Settings(roots=Roots.create(base / 'd', base / 'm', base / 'o')))\n"
-        "print(json.dumps(sorted(m for m in ('peft', 'transformers', 'diffusers', 'open_clip') if m in sys.modules)))\n"
+        "print(json.dumps(sorted(m for m in ('torch', 'peft', 'transformers', 'diffusers', 'open_clip') if m in sys.modules)))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
                           env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)})

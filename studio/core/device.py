@@ -1,13 +1,17 @@
-"""Which accelerator to use, how much memory it has, and which precision `auto` picks and why."""
+"""Which accelerator to use, how much memory it has, and which precision `auto` picks and why.
+
+PyTorch is imported inside the functions, on first use: the studio serves its page before it loads
+PyTorch (about 2 CPU-s), and modules the page needs import this one."""
 
 from __future__ import annotations
 
 import os
 import sys
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 Precision = Literal["fp32", "fp16", "bf16"]
 
@@ -21,6 +25,8 @@ class DeviceInfo:
 
     @property
     def torch_device(self) -> torch.device:
+        import torch
+
         return torch.device(self.type)
 
 
@@ -32,6 +38,8 @@ class PrecisionChoice:
 
     @property
     def dtype(self) -> torch.dtype:
+        import torch
+
         return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
 
 
@@ -44,6 +52,8 @@ def system_memory_bytes() -> int | None:
 
 def detect_device() -> DeviceInfo:
     """CUDA if present, then Apple MPS, then CPU."""
+    import torch
+
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         return DeviceInfo("cuda", props.name, props.total_memory)
@@ -56,6 +66,8 @@ def detect_device() -> DeviceInfo:
 
 def cuda_has_native_bf16() -> bool:
     """True on Ampere and newer; a T4 emulates bf16 slowly, which does not count."""
+    import torch
+
     try:
         return torch.cuda.is_bf16_supported(including_emulation=False)
     except TypeError:  # older torch without the keyword
@@ -84,6 +96,8 @@ def choose_precision(requested: str, device: DeviceInfo) -> PrecisionChoice:
 
 def memory_bytes(device: torch.device) -> int:
     """Peak accelerator memory on CUDA, allocated memory on MPS, resident memory on the CPU."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     if device.type == "mps":
@@ -99,6 +113,8 @@ def memory_bytes(device: torch.device) -> int:
 
 def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak for `peak_memory_bytes` (CUDA only; MPS and the CPU have no resettable peak)."""
+    import torch
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -106,6 +122,8 @@ def reset_peak_memory(device: torch.device) -> None:
 def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
     """(bytes, what was measured): CUDA peak allocated since the last reset, MPS memory the driver holds
     now, or the CPU process's peak resident set size (RSS) since it started."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "CUDA peak allocated"
     if device.type == "mps":
@@ -119,6 +137,8 @@ def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
 def is_out_of_memory(err: BaseException) -> bool:
     """An allocation failure on any device: CUDA's OutOfMemoryError, MPS's and the CPU allocator's
     RuntimeErrors, or Python's MemoryError."""
+    import torch
+
     if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(err)

@@ -17,10 +17,10 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:
+    import torch
 
 from studio.config import SaveSection
 from studio.core.atomic import new_temp_dir, publish_dir
@@ -54,6 +54,8 @@ class LoraWeights:
 def rng_state() -> dict[str, Any]:
     """The global torch RNG (LoRA dropout draws from it); data order and noise use their own
     generators seeded from (seed, position), so they need no saved state."""
+    import torch
+
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -61,9 +63,18 @@ def rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_file(tensors: dict[str, torch.Tensor], path: str) -> None:
+    """safetensors' `save_file`, imported on first use (it imports PyTorch, which the page does not need)."""
+    from safetensors.torch import save_file as write
+
+    write(tensors, path)
 
 
 def save_checkpoint(run: RunFolder, step: int, weights: LoraWeights, training_state: dict[str, Any],
@@ -73,6 +84,8 @@ def save_checkpoint(run: RunFolder, step: int, weights: LoraWeights, training_st
 
     `info` goes into state.json: `epoch` (epochs done), `epoch_end`, `manual` (Save now), `time`.
     """
+    import torch
+
     final = run.checkpoint_dir(step)
     tmp = new_temp_dir(run.checkpoints_dir, final.name)
     try:
@@ -149,6 +162,9 @@ def prune_checkpoints(run: RunFolder, save: SaveSection, protect_step: int | Non
 
 def load_checkpoint(ckpt: Checkpoint) -> tuple[LoraWeights, dict[str, Any], dict[str, Any]]:
     """(LoRA weights, training state, state.json) of a complete checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+
     weights = LoraWeights.from_flat(load_file(str(ckpt.path / ADAPTER_FILE)))
     # weights_only: our own file, but never unpickle arbitrary objects
     training_state = torch.load(ckpt.path / TRAINING_STATE_FILE, map_location="cpu", weights_only=True)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from studio.core.hub import hub_offline, is_hub_id
 from studio.engine.builtin import BUILTIN_MODELS, Family, builtin_model_dir
@@ -328,7 +329,7 @@ def load_pipeline(
     base: str,
     *,
     family: str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     models_dir: Path | None = None,
     single_file_config: str | None = None,
 ) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
@@ -336,7 +337,11 @@ def load_pipeline(
 
     `family` is `model.family`: checked against what the model is. `single_file_config` is a local
     diffusers folder whose configs (and tokenizers, scheduler) go with a single-file checkpoint.
+    `dtype` defaults to fp32.
     """
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
     start = time.perf_counter()
     source = resolve_base(base, models_dir)
     if source.kind == "hub":
@@ -403,6 +408,7 @@ def list_local_models(models_dir: Path) -> list[LocalModel]:
 def load_vae(vae: str, models_dir: Path | None = None):
     """A replacement VAE (`model.vae`): a diffusers AutoencoderKL folder (by path or name under
     `models/`) or a Hub id such as `madebyollin/sdxl-vae-fp16-fix`; safetensors only. Loaded in fp32."""
+    import torch
     from diffusers import AutoencoderKL
 
     candidates = [Path(vae).expanduser()] + ([models_dir / vae] if models_dir else [])

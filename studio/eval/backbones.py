@@ -17,15 +17,16 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from studio.core.atomic import write_json_atomic
 from studio.core.device import detect_device
 from studio.paths import cache_dir
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +85,18 @@ class ClipBackbone:
     def label(self) -> str:
         return _label(self.name, self.random_weights)
 
-    @torch.inference_mode()
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         """[N, D] L2-normalised fp32 image embeddings (on the CPU)."""
         return _encode_images(images, self.preprocess, self.model.encode_image, self.device)
 
-    @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """[N, D] L2-normalised fp32 text embeddings (on the CPU); long texts are cut at 77 tokens."""
-        out = [self.model.encode_text(self.tokenizer(texts[i:i + _BATCH]).to(self.device))
-               for i in range(0, len(texts), _BATCH)]
-        return _normalise(out)
+        import torch
+
+        with torch.inference_mode():
+            out = [self.model.encode_text(self.tokenizer(texts[i:i + _BATCH]).to(self.device))
+                   for i in range(0, len(texts), _BATCH)]
+            return _normalise(out)
 
 
 @dataclass
@@ -109,7 +111,6 @@ class DinoBackbone:
     def label(self) -> str:
         return _label(self.name, self.random_weights)
 
-    @torch.inference_mode()
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         """[N, D] L2-normalised fp32 CLS embeddings (on the CPU)."""
         # timm's ViT with num_classes=0 and global_pool="token" returns the final-norm CLS token: the
@@ -166,12 +167,15 @@ def unload_backbones() -> None:
             return
         _loaded.clear()
     gc.collect()
+    import torch
+
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
 def _build_clip(name: str) -> ClipBackbone:
     import open_clip
+    import torch
 
     _register_tiny_clip()
     random_weights = name == TINY_RANDOM
@@ -251,6 +255,7 @@ def _register_tiny_clip() -> None:
 
 def _build_dino(name: str) -> DinoBackbone:
     import timm
+    import torch
 
     random_weights = name == TINY_RANDOM
     kwargs: dict[str, Any] = {"num_classes": 0}
@@ -292,16 +297,22 @@ def _dino_weights_file(name: str) -> Path:
 
 def _encode_images(images: list[Image.Image], preprocess: Callable[[Image.Image], torch.Tensor],
                    encode: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> torch.Tensor:
+    import torch
+
     out = []
-    for i in range(0, len(images), _BATCH):
-        batch = torch.stack([preprocess(im.convert("RGB")) for im in images[i:i + _BATCH]]).to(device)
-        out.append(encode(batch))
-    return _normalise(out)
+    with torch.inference_mode():
+        for i in range(0, len(images), _BATCH):
+            batch = torch.stack([preprocess(im.convert("RGB")) for im in images[i:i + _BATCH]]).to(device)
+            out.append(encode(batch))
+        return _normalise(out)
 
 
 def _normalise(chunks: list[torch.Tensor]) -> torch.Tensor:
     if not chunks:
         raise ValueError("nothing to encode: the list of images or texts is empty")
+    import torch
+    import torch.nn.functional as F
+
     # normalise in fp32 whatever the model ran in, so cosines do not inherit half-precision rounding
     return F.normalize(torch.cat(chunks).float(), dim=-1).cpu()
 

@@ -17,13 +17,15 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from studio.core.device import detect_device
 from studio.eval.backbones import RANDOM_NOTE, TINY_RANDOM, BackboneError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +55,20 @@ class InceptionBackbone:
     def label(self) -> str:
         return f"{self.name} ({RANDOM_NOTE})" if self.random_weights else self.name
 
-    @torch.inference_mode()
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         """[N, 2048] fp32 pool3 features (on the CPU), not normalised."""
+        import torch
+        import torch.nn.functional as F
+
         out = []
-        for i in range(0, len(images), _BATCH):
-            pixels = [torch.from_numpy(_array(im)).permute(2, 0, 1).float().div(255) for im in images[i:i + _BATCH]]
-            # per image, as pytorch-fid does: bilinear to the network's size, then [0, 1] → [−1, 1]
-            batch = torch.cat([F.interpolate(p[None], size=(self.size, self.size), mode="bilinear",
-                                             align_corners=False) for p in pixels]).to(self.device)
-            out.append(self.model(2 * batch - 1).float().cpu())
+        with torch.inference_mode():
+            for i in range(0, len(images), _BATCH):
+                pixels = [torch.from_numpy(_array(im)).permute(2, 0, 1).float().div(255)
+                          for im in images[i:i + _BATCH]]
+                # per image, as pytorch-fid does: bilinear to the network's size, then [0, 1] → [−1, 1]
+                batch = torch.cat([F.interpolate(p[None], size=(self.size, self.size), mode="bilinear",
+                                                 align_corners=False) for p in pixels]).to(self.device)
+                out.append(self.model(2 * batch - 1).float().cpu())
         if not out:
             raise ValueError("nothing to encode: the list of images is empty")
         return torch.cat(out)
@@ -93,12 +99,6 @@ def loaded_inception() -> list[str]:
         return list(_loaded)
 
 
-def loaded_inception() -> list[str]:
-    """The names of the loaded Inception networks."""
-    with _lock:
-        return list(_loaded)
-
-
 def unload_inception() -> None:
     """Drop the loaded Inception networks (a training job wants the memory)."""
     with _lock:
@@ -111,6 +111,7 @@ def unload_inception() -> None:
 def fid_network(weights: dict[str, torch.Tensor] | None) -> torch.nn.Module:
     """torchvision's Inception-v3 with pytorch-fid's FID blocks, returning pool3 features; `weights` the
     pt_inception state dict (None: random, seeded)."""
+    import torch
     import torchvision
     from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
 
@@ -135,6 +136,8 @@ def fid_network(weights: dict[str, torch.Tensor] | None) -> torch.nn.Module:
 
 
 def _offline_help() -> str:
+    import torch
+
     where = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
     return (f"FID and KID use the pt_inception weights ({WEIGHTS_FILE}, 91 MB), downloaded from pytorch-fid's GitHub "
             f"releases on first use. Offline: copy that file to {where} (run once on a machine that is online and "
@@ -143,6 +146,8 @@ def _offline_help() -> str:
 
 
 def _build(name: str) -> InceptionBackbone:
+    import torch
+
     try:
         import pytorch_fid.inception as fid
     except ImportError:

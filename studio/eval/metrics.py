@@ -13,9 +13,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
@@ -26,6 +29,8 @@ CMMD_SCALE = 1000.0
 
 
 def _f64(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    import torch
+
     return (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.float64)
 
 

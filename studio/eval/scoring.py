@@ -17,9 +17,10 @@ import json
 import re
 import statistics
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 from PIL import Image
 
 from studio.core.atomic import write_json_atomic
@@ -109,6 +110,8 @@ def encode_files(paths: list[Path], clip: ClipBackbone, dino: DinoBackbone | Non
                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """CLIP (and DINO) features of image files, decoded a few at a time; `extra(images)` also runs on
     each chunk (the Inception features of a batch) and its outputs come third."""
+    import torch
+
     clip_chunks, dino_chunks, extra_chunks = [], [], []
     for start in range(0, len(paths), _BATCH):
         images = [load_scored(p) for p in paths[start:start + _BATCH]]
