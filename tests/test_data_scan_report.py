@@ -14,7 +14,8 @@ from PIL import Image
 from studio.core.tokenizer import clip_tokenizer
 from studio.data.buckets import assign_bucket, make_buckets
 from studio.data.dataset import DatasetError, dataset_fingerprint, resolve_data_dir, scan_dataset
-from studio.data.report import build_report, caption_token_counts, format_report, has_trigger_word, write_report
+from studio.data.lint import caption_token_counts, has_trigger_word
+from studio.data.report import build_report, format_report, write_report
 
 LONG_CAPTION = "ohwx " + " ".join(f"detail{i}" for i in range(60))
 

@@ -1,6 +1,6 @@
 """The Dataset tab in a real browser (Debian chromium through Playwright): open the demo, click an
 image, edit its caption, save, and find the new text in the file on disk; a bulk edit and its
-undo; then send the dataset to the Train tab.
+undo with Save still in view; then send the dataset to the Train tab, which a reload remembers.
 
 Screenshots go to test-artifacts/ (git-ignored).
 """
@@ -14,7 +14,7 @@ from browser_support import BROWSER_MARKS, screenshot
 from conftest import launched_studio
 
 pytestmark = BROWSER_MARKS
-VIEWPORT = {"width": 1440, "height": 1400}  # tall enough for the gallery and the bulk edits together
+VIEWPORT = {"width": 1440, "height": 900}  # a laptop: the bulk edits are below the fold, the action bar is not
 TIMEOUT_MS = 60_000
 NEW_CAPTION = "ohwx toy robot, waving hello, on a blue background"
 
@@ -39,6 +39,9 @@ def test_open_the_demo_edit_a_caption_save_and_send_to_train(studio, browser):
     expect(status).to_contain_text("16 usable images, 16 captioned")
     expect(page.get_by_label("Trigger word")).to_have_value("ohwx")
     expect(page.get_by_label("Dataset", exact=True)).to_have_value("demo")
+    expect(page.locator("#dataset-report")).to_contain_text("Buckets at 64 px")  # the Train tab's resolution
+    expect(page.locator("#dataset-report")).not_to_contain_text("smaller than half")
+    expect(page.get_by_test_id("cell-0-1").get_by_text("No findings: every caption passes the lint.").first).to_be_visible()
     before = sidecar.read_text(encoding="utf-8").strip()
 
     # 2. Click an image: its caption is in the box, ready to edit.
@@ -47,20 +50,28 @@ def test_open_the_demo_edit_a_caption_save_and_send_to_train(studio, browser):
     expect(box).to_have_value(before, timeout=TIMEOUT_MS)
     expect(page.get_by_text("robot_03.png", exact=False).first).to_be_visible()
 
-    # 3. Edit and save: the sidecar on disk holds the new caption.
+    # 3. Edit and save: the count says the typed caption is unsaved before anything is applied, and the
+    #    sidecar on disk holds the new caption after Save.
     box.fill(NEW_CAPTION)
+    expect(status).to_contain_text("1 unsaved caption changes")
     page.get_by_role("button", name="Save captions").click()
     expect(page.locator("#notice")).to_contain_text("Saved demo: 1 changed captions", timeout=TIMEOUT_MS)
     expect(status).to_contain_text("all changes saved")
     assert sidecar.read_text(encoding="utf-8") == NEW_CAPTION + "\n"
-    expect(page.get_by_role("button", name="Thumbnail 4 of 16").locator("img")).to_have_attribute("alt", NEW_CAPTION)
+    expect(page.get_by_role("button", name="Thumbnail 4 of 16").locator("img")).to_have_attribute("alt", "robot_03.png")
 
-    # 4. A bulk edit shows as unsaved changes; Undo takes it back.
+    # 4. A bulk edit, scrolled down to, shows as unsaved changes in the action bar, which stays in view with
+    #    Save and Use for training; Undo takes it back.
+    page.get_by_label("Find", exact=True).scroll_into_view_if_needed()
     page.get_by_label("Find", exact=True).fill("toy robot")
     page.get_by_label("Replace with", exact=True).fill("tin robot")
     page.get_by_role("button", name="Replace", exact=True).click()
     expect(status).to_contain_text("16 unsaved caption changes", timeout=TIMEOUT_MS)
     expect(box).to_have_value(NEW_CAPTION.replace("toy", "tin"))
+    for name in ("Save captions", "Use for training"):
+        expect(page.get_by_role("button", name=name)).to_be_in_viewport()
+    expect(status).to_be_in_viewport()
+    screenshot(page, "dataset-bulk-edit")
     page.get_by_role("button", name="Undo last bulk edit").click()
     expect(status).to_contain_text("all changes saved", timeout=TIMEOUT_MS)
     expect(box).to_have_value(NEW_CAPTION)
@@ -77,4 +88,11 @@ def test_open_the_demo_edit_a_caption_save_and_send_to_train(studio, browser):
     page.get_by_text("Resolved config").click()
     yaml_view = page.get_by_role("textbox", name="Code input container").first  # config.yaml
     expect(yaml_view).to_contain_text(f"dir: {server.roots.datasets / 'demo'}", timeout=TIMEOUT_MS)
+
+    # 6. A reload remembers what was sent: the Train tab still trains on it.
+    page.reload()
+    expect(page.get_by_label("Dataset", exact=True)).to_have_value("demo", timeout=TIMEOUT_MS)
+    page.get_by_role("tab", name="Train").click()
+    expect(page.get_by_label("data.dir")).to_have_value("demo", timeout=TIMEOUT_MS)
+    expect(page.get_by_label("data.trigger_word")).to_have_value("ohwx")
     page.close()

@@ -27,9 +27,20 @@ VIEW = ("notice", "state", "status", "gallery", "page", "preview", "caption", "i
         "lint", "skipped", "buckets", "sizes", "lengths", "duplicates", "missing")
 
 
+TABLES = ("lint", "skipped", "buckets", "sizes", "lengths", "duplicates", "missing")
+SKIP = gr.skip()
+
+
 def named(outputs) -> dict:
     assert len(outputs) >= len(VIEW)
     return dict(zip(VIEW, outputs))
+
+
+def open_tab(handlers, session, tab: str) -> dict:
+    """Open a report tab, as a click on it does: (the tab, *the tables), the others left as they are."""
+    shown, *tables = handlers.show_report_tab(session, tab)
+    assert shown == tab
+    return dict(zip(TABLES, tables))
 
 
 @pytest.fixture
@@ -67,11 +78,17 @@ def test_open_the_demo_copies_it_and_shows_thumbnails(demo, roots):
     assert len(out["gallery"]) == 16 and out["page"] == "Page 1 of 1 · 16 images"
     thumb, label = out["gallery"][0]
     assert Path(thumb).is_relative_to(roots.outputs / ".workspace" / "thumbs"), "served from the outputs root"
-    assert Image.open(thumb).size == (128, 128) and label == (folder / "robot_00.txt").read_text().strip()
+    assert Image.open(thumb).size == (128, 128) and label == "robot_00.png", "thumbnails are labelled by file name"
     assert "**demo** · 16 usable images, 16 captioned, 0 skipped · all changes saved" == out["status"]
     assert out["lint"].finding.tolist() == [view.NO_FINDINGS], "the demo's captions are clean, and it says so"
-    assert out["buckets"].values.tolist() == [["448×576", 2], ["512×512", 12], ["576×448", 2]]
-    assert out["lengths"]["over 77"].tolist() == [""] * 16
+    assert all(out[name] == SKIP for name in TABLES[1:]), "only the lint and the report tab shown are sent"
+    buckets = open_tab(handlers, session, "buckets")
+    assert buckets["buckets"].values.tolist() == [["448×576", 2], ["512×512", 12], ["576×448", 2]]
+    assert buckets["sizes"].values.tolist()[0][1] > 0 and buckets["lengths"] == SKIP
+    assert open_tab(handlers, session, "lengths")["lengths"]["over 77"].tolist() == [""] * 16
+    assert open_tab(handlers, session, "skipped")["skipped"].reason.tolist() == [view.NO_SKIPPED]
+    assert open_tab(handlers, session, "duplicates")["duplicates"].files.tolist() == [view.NO_DUPLICATES]
+    assert open_tab(handlers, session, "missing")["missing"].file.tolist() == [view.NO_MISSING]
     assert "Ready to train." in out["report"]
 
     # a second "Open the demo" opens the same copy, edits and all
@@ -92,6 +109,12 @@ def test_edit_a_caption_and_save_writes_the_sidecar_and_metadata(demo, roots):
     moved = named(handlers.show_image(session, "ohwx toy robot, waving hello", DEMO_TRIGGER, RES, "robot_04.png"))
     assert session.editor.captions["robot_03.png"] == "ohwx toy robot, waving hello"
     assert "1 unsaved caption changes" in moved["status"]
+    assert moved["gallery"] == SKIP and moved["page"] == SKIP, "labels are file names: one edit leaves the page as is"
+    emptied = named(handlers.apply_caption(session, "  ", DEMO_TRIGGER, RES))
+    assert ("robot_04.png" not in [label for _, label in emptied["gallery"]]
+            and "(no caption) · robot_04.png" in [label for _, label in emptied["gallery"]]), \
+        "an image that lost its caption is marked on the page"
+    handlers.apply_caption(session, moved["caption"], DEMO_TRIGGER, RES)
     assert (roots.datasets / "demo" / "robot_03.txt").read_text(encoding="utf-8").strip() == original
 
     saved = named(handlers.save(session, moved["caption"], DEMO_TRIGGER, RES))
@@ -106,7 +129,8 @@ def test_bulk_edit_and_undo_update_the_gallery_and_lint(demo):
     session = out["state"]
     edited = named(handlers.replace_text(session, "", DEMO_TRIGGER, RES, "ohwx ", "", False))
     assert "16 captions changed" in edited["notice"]
-    assert all("ohwx" not in label for _, label in edited["gallery"])
+    assert [label for _, label in edited["gallery"]] == [f"robot_{i:02d}.png" for i in range(16)], \
+        "a bulk edit redraws the page (a filter may now match other images)"
     lint = edited["lint"]
     assert lint.values.tolist()[0][:1] == ["warning"] and "16 of 16 captions lack the trigger word" in lint.finding[0]
     assert "16 unsaved caption changes" in edited["status"] and "undo: replace" in edited["status"]
@@ -132,13 +156,15 @@ def test_problem_filter_search_and_a_common_trigger_word(demo):
     assert [label for _, label in items] == ["(no caption) · robot_05.png"]
     assert line == "Page 1 of 1 · 1 of 16 images"
     _, items, line = handlers.filter_gallery(session, "green background", False)
-    assert len(items) == 3 and all("green background" in label for _, label in items)
+    assert len(items) == 3 and all("green background" in session.editor.captions[label] for _, label in items)
     assert line == "Page 1 of 1 · 3 of 16 images"
 
+    open_tab(handlers, session, "missing")
     report = named(handlers.refresh_report(session, "", "robot", RES))
     kinds = report["lint"].finding.tolist()
     assert any('The trigger word "robot" is an everyday word for CLIP' in k for k in kinds)
-    assert report["missing"]["file"].tolist() == ["robot_05.png"]
+    assert report["missing"]["file"].tolist() == ["robot_05.png"], "the tab shown is redrawn by an edit"
+    assert report["lengths"] == SKIP, "a tab not shown is not"
 
 
 def test_open_refuses_unsaved_changes_and_paths_outside(demo, handlers, roots):
@@ -165,7 +191,7 @@ def test_create_from_a_zip_and_a_zip_with_dotdot_is_refused(handlers, roots, tmp
         z.writestr("shoes/a.txt", "ohwx shoe")
         z.writestr("shoes/b.png", png((0, 90, 0)))
         z.writestr("__MACOSX/shoes/._a.png", b"\x00")
-    picker, *rest = handlers.create_dataset(None, "shoes", [str(good)], RES)
+    picker, *rest = handlers.create_dataset(None, "shoes", [str(good)], RES, "missing")
     out = named(rest)
     assert picker.value == "shoes" and ("shoes", "shoes") in picker.choices
     assert "Created **shoes**: added 2 images and 1 caption files; skipped 1: __MACOSX/shoes/._a.png" in out["notice"]
@@ -264,10 +290,18 @@ def test_send_to_train_needs_saved_captions(demo):
     with pytest.raises(gr.Error, match="16 unsaved caption changes.*Save first"):
         handlers.send_to_train(session, "", DEMO_TRIGGER, DEMO_CLASS)
     handlers.save(session, "", DEMO_TRIGGER, RES)
-    notice, data_dir, trigger, class_phrase, tabs = handlers.send_to_train(session, "", " ohwx ", DEMO_CLASS)
+    notice, data_dir, trigger, class_phrase, tabs, sent = handlers.send_to_train(session, "", " ohwx ", DEMO_CLASS)
     assert data_dir.value == "demo" and ("demo", "demo") in data_dir.choices
     assert (trigger, class_phrase) == ("ohwx", "toy robot") and tabs.selected == "train"
     assert "Sent **demo** to Train (16 images" in notice
+
+    # a reload: what was sent comes back from the browser into both tabs
+    picker, box_trigger, box_class, data_dir, data_trigger, data_class = handlers.restore_sent(sent)
+    assert picker.value == "demo" and data_dir.value == "demo" and ("demo", "demo") in data_dir.choices
+    assert (box_trigger, box_class, data_trigger, data_class) == ("ohwx", "toy robot", "ohwx", "toy robot")
+    assert handlers.restore_sent({}) == (SKIP,) * 6, "nothing sent yet: the form keeps its defaults"
+    assert handlers.restore_sent({"dir": "gone"}) == (SKIP,) * 6, "a folder deleted since is forgotten"
+    assert handlers.restore_sent({"dir": "../outputs"}) == (SKIP,) * 6
 
 
 def test_the_tab_is_wired_to_the_train_tab(roots):
@@ -277,6 +311,57 @@ def test_the_tab_is_wired_to_the_train_tab(roots):
         assert name in fns, name
     send = fns["send_to_train"]
     fields = studio.train.fields
-    assert [o._id for o in send.outputs] == [c._id for c in (studio.notice, fields["data.dir"],
-                                                             fields["data.trigger_word"], fields["data.class_phrase"],
-                                                             studio.tabs)]
+    assert [o._id for o in send.outputs][:5] == [c._id for c in (studio.notice, fields["data.dir"],
+                                                                 fields["data.trigger_word"], fields["data.class_phrase"],
+                                                                 studio.tabs)]
+    assert isinstance(send.outputs[5], gr.BrowserState), "what was sent is kept in the browser"
+    # the report is made at the Train tab's resolution (64 px for the demo preset), not the 512 default
+    resolution = next(b for b in app.blocks.values() if getattr(b, "label", None) == "Training resolution")
+    assert resolution.value == fields["data.resolution"].value == 64
+
+
+def test_the_report_is_at_the_training_resolution_and_follows_it(handlers):
+    out = named(handlers.open_demo(None, 64)[1:])
+    session = out["state"]
+    assert "Buckets at 64 px" in out["report"] and "smaller than half" not in out["report"], \
+        "the demo's 128 px images are not small for its 64 px training"
+    assert handlers.follow_resolution(session, "", DEMO_TRIGGER, 64) == SKIP, "already at 64 px: nothing sent"
+    at_512 = named(handlers.follow_resolution(session, "", DEMO_TRIGGER, 512))
+    assert "Buckets at 512 px" in at_512["report"]
+    assert "16 images are smaller than half the training resolution (256 px" in at_512["report"]
+
+
+def test_the_unsaved_count_while_typing_is_honest(demo):
+    handlers, out = demo
+    session = out["state"]
+    shown = named(handlers.show_image(session, "", DEMO_TRIGGER, RES, "robot_02.png"))
+    original = shown["caption"]
+    assert "1 unsaved caption changes" in handlers.typing_status(session, original + ", waving")
+    assert "all changes saved" in handlers.typing_status(session, f"  {original}   "), \
+        "spaces the editor drops are no change"
+    handlers.apply_caption(session, original + ", waving", DEMO_TRIGGER, RES)
+    assert "all changes saved" in handlers.typing_status(session, original), "typing it back undoes the change"
+    assert "1 unsaved caption changes" in handlers.typing_status(session, original + ", waving")
+
+
+def test_clear_the_tensor_cache_with_a_confirm_step_and_not_under_a_job(handlers, tmp_path, monkeypatch):
+    from studio.ui.notices import Refusal
+
+    cache = tmp_path / "tensors"
+    monkeypatch.setenv("LORA_STUDIO_TENSOR_CACHE", str(cache))
+    entry = cache / "latents" / "ab" / ("ab" + "0" * 62 + ".safetensors")
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"x" * 3000)
+    line, row, button = handlers.ask_clear_cache()
+    assert "**2.9 KB**" in line and "1 latents" in line and str(cache) in line
+    assert row.visible is True and button.value == "Delete 2.9 KB of cached tensors"
+
+    with ACCELERATOR.hold("training run-a"):
+        with pytest.raises(Refusal, match="busy with training run-a"):
+            handlers.clear_cache()
+    assert entry.exists(), "a job's cache is left alone"
+
+    notice, line, row = handlers.clear_cache()
+    assert "Cleared the cache: 2.9 KB (1 entries) deleted" in notice and row.visible is False
+    assert not entry.exists() and "**0 B**" in line
+    assert handlers.ask_clear_cache()[1].visible is False, "nothing to clear: no confirm step"

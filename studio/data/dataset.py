@@ -2,7 +2,9 @@
 
 The scan walks the folder recursively in a fixed (sorted) order. Files with an image extension
 are decoded in full; the ones that cannot be used are kept as `SkippedFile`s with the reason, so a
-report can list them. Other files (captions, notes, `.DS_Store`) are ignored, and so are hidden
+report can list them. What a decode found (size, dHash, SHA-1, or why it is skipped) is kept in the
+scan cache (`studio.data.scan_cache`) under the file's size and times, so a folder read again decodes
+only the files that changed. Other files (captions, notes, `.DS_Store`) are ignored, and so are hidden
 folders such as `.git`. `builtin:demo` names the generated demo dataset.
 """
 
@@ -25,6 +27,7 @@ from studio.data.images import (
     is_resource_fork,
     load_image,
 )
+from studio.data.scan_cache import ScanCache
 
 BUILTIN_DEMO = "builtin:demo"
 _REASONS_IN_ERROR = 5
@@ -103,7 +106,8 @@ def scan_dataset(
     progress: Callable[[int, int], None] | None = None,
     require_usable: bool = True,
 ) -> DatasetScan:
-    """Decode and check every image under `folder` and attach its caption.
+    """Decode and check every image under `folder` (those the scan cache vouches for are not read again)
+    and attach its caption.
 
     `progress(done, total)` is called after each file. Raises `DatasetError` when the folder is
     missing or holds no image files, and, with `require_usable` (the default), when none of them
@@ -116,21 +120,23 @@ def scan_dataset(
             f"no images found in {folder}: looked for {', '.join(IMAGE_EXTENSIONS)} files, sub-folders included"
         )
     scan = DatasetScan(folder=folder)
-    usable: list[tuple[Path, str, int, int, str]] = []
+    cache = ScanCache(folder)
+    usable: list[tuple[Path, str, int, int, str, str]] = []
     for done, path in enumerate(files, start=1):
         rel = path.relative_to(folder).as_posix()
         try:
-            checked = _check_file(path, folder)
+            checked = _check_file(path, folder, rel, cache)
         except ImageSkip as skip:
             scan.skipped.append(SkippedFile(path=path, rel=rel, reason=skip.reason))
         else:
             usable.append((path, rel, *checked))
         if progress is not None:
             progress(done, len(files))
+    cache.save()
 
     captions = scan_captions(folder, [path for path, *_ in usable])
     scan.warnings += captions.warnings
-    for path, rel, width, height, fingerprint in usable:
+    for path, rel, width, height, fingerprint, file_hash in usable:
         caption = captions.captions.get(path)
         scan.items.append(ImageItem(
             path=path,
@@ -140,7 +146,7 @@ def scan_dataset(
             width=width,
             height=height,
             fingerprint=fingerprint,
-            file_hash=_sha1(path),
+            file_hash=file_hash,
         ))
     if require_usable and not scan.items:
         raise DatasetError(_nothing_usable_message(scan))
@@ -153,9 +159,11 @@ def dataset_fingerprint(scan: DatasetScan) -> str:
     return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-def _check_file(path: Path, folder: Path) -> tuple[int, int, str]:
-    """(width, height, dHash) of a usable image; raises `ImageSkip` otherwise. A link is followed only
-    when it stays inside the dataset folder: one that points elsewhere is skipped unread."""
+def _check_file(path: Path, folder: Path, rel: str, cache: ScanCache) -> tuple[int, int, str, str]:
+    """(width, height, dHash, SHA-1) of a usable image; raises `ImageSkip` otherwise. A link is followed
+    only when it stays inside the dataset folder: one that points elsewhere is skipped unread. The link
+    and format checks cost nothing and run every time; the decode's verdict comes from `cache` when the
+    file is unchanged."""
     if path.is_symlink():
         target = path.resolve()
         if not target.exists():
@@ -166,8 +174,25 @@ def _check_file(path: Path, folder: Path) -> tuple[int, int, str]:
     suffix = path.suffix.lower()
     if suffix in UNSUPPORTED_IMAGE_EXTENSIONS and not is_resource_fork(path):
         raise ImageSkip(f"unsupported image format {suffix} (convert it to PNG or JPEG)")
-    image = load_image(path)
-    return image.width, image.height, dhash(image)
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None  # gone or unreadable since the walk: load_image says which
+    known = cache.lookup(rel, stat) if stat else None
+    if known is not None:
+        if "skip" in known:
+            raise ImageSkip(known["skip"])
+        return known["width"], known["height"], known["dhash"], known["sha1"]
+    try:
+        image = load_image(path)
+    except ImageSkip as skip:
+        if stat:
+            cache.store(rel, stat, {"skip": skip.reason})
+        raise
+    facts = {"width": image.width, "height": image.height, "dhash": dhash(image), "sha1": _sha1(path)}
+    if stat:
+        cache.store(rel, stat, facts)
+    return facts["width"], facts["height"], facts["dhash"], facts["sha1"]
 
 
 def _sha1(path: Path) -> str:

@@ -60,62 +60,174 @@ def lint_captions(captions: dict[str, str | None], trigger_word: str) -> list[di
 
     `trigger_word` may be empty: the trigger checks are then left out.
     """
-    trigger = trigger_word.strip()
-    texts = {rel: (text or "").strip() for rel, text in captions.items()}
-    captioned = {rel: text for rel, text in texts.items() if text}
-    findings: list[dict[str, Any]] = []
+    return CaptionFacts(captions, trigger_word).findings()
 
-    empty = sorted(rel for rel, text in texts.items() if not text)
-    if empty:
-        findings.append(_finding(
-            "empty", "warning", empty,
-            f"{len(empty)} of {len(texts)} images have no caption: they train on an empty prompt, so "
-            "the concept leaks into everything. Write a caption, or auto-caption them "
-            "(Dataset tab, or `python studio.py caption`)."))
 
-    if trigger:
-        missing = sorted(rel for rel, text in captioned.items() if not has_trigger_word(text, trigger))
-        if missing:
+class CaptionFacts:
+    """What the linter and the dataset report know about a set of captions, kept up to date one caption
+    at a time: `update` costs the work of the captions it changes (one tokenisation each), and `findings`
+    / `report_part` the size of what they list, never a pass over the whole dataset. The Dataset tab keeps
+    one per open dataset, so an edit at 2,000 images costs what it costs at 20."""
+
+    def __init__(self, captions: dict[str, str | None], trigger_word: str = "",
+                 sources: dict[str, str | None] | None = None):
+        self.trigger = trigger_word.strip()
+        self.order = {rel: i for i, rel in enumerate(captions)}
+        """Folder order, for the report's lists."""
+        self.texts: dict[str, str] = {rel: "" for rel in captions}
+        self.sources: dict[str, str | None] = {rel: None for rel in captions}
+        self.source_counts: Counter[str | None] = Counter({None: len(captions)})
+        self.tokens: dict[str, int] = {}
+        """CLIP tokens of each caption (captioned images only)."""
+        self.token_counts: Counter[int] = Counter()
+        self.token_sum = 0
+        self.empty: set[str] = set(captions)
+        self.missing_trigger: set[str] = set()
+        self.long: set[str] = set()
+        self.over_limit: set[str] = set()
+        self.by_text: dict[str, set[str]] = {}
+        """Captioned images per caption text, and the texts per number of images (for `identical`)."""
+        self._texts_by_count: dict[int, set[str]] = {}
+        self._top = 0
+        self._trigger_findings: list[dict[str, Any]] | None = None
+        self.update(captions, sources)
+
+    @property
+    def captioned(self) -> int:
+        return len(self.tokens)
+
+    def update(self, captions: dict[str, str | None], sources: dict[str, str | None] | None = None) -> None:
+        """Take new captions (and, where given, caption sources) for some of the images."""
+        sources = sources or {}
+        fresh = {rel: (text or "").strip() for rel, text in captions.items()}
+        fresh = {rel: text for rel, text in fresh.items() if text != self.texts[rel]}
+        for rel, text in fresh.items():
+            self._forget(rel)
+        tokenised = [(rel, text) for rel, text in fresh.items() if text]
+        counts = caption_token_counts([text for _, text in tokenised]) if tokenised else []
+        for (rel, text), n in zip(tokenised, counts):
+            self._learn(rel, text, n)
+        for rel in fresh:
+            self.texts[rel] = fresh[rel]
+            if not fresh[rel]:
+                self.empty.add(rel)
+        for rel, source in sources.items():
+            self.source_counts[self.sources[rel]] -= 1
+            self.sources[rel] = source
+            self.source_counts[source] += 1
+
+    def _forget(self, rel: str) -> None:
+        text = self.texts[rel]
+        self.empty.discard(rel)
+        if not text:
+            return
+        n = self.tokens.pop(rel)
+        self.token_counts[n] -= 1
+        if not self.token_counts[n]:
+            del self.token_counts[n]
+        self.token_sum -= n
+        for group in (self.missing_trigger, self.long, self.over_limit):
+            group.discard(rel)
+        same = self.by_text[text]
+        self._texts_by_count[len(same)].discard(text)
+        same.discard(rel)
+        if same:
+            self._texts_by_count.setdefault(len(same), set()).add(text)
+        else:
+            del self.by_text[text]
+        while self._top and not self._texts_by_count.get(self._top):
+            self._top -= 1
+
+    def _learn(self, rel: str, text: str, n: int) -> None:
+        self.tokens[rel] = n
+        self.token_counts[n] += 1
+        self.token_sum += n
+        if self.trigger and not has_trigger_word(text, self.trigger):
+            self.missing_trigger.add(rel)
+        if n > CLIP_MAX_TOKENS:
+            self.long.add(rel)
+        if len(text) > CAPTION_MAX_CHARS:
+            self.over_limit.add(rel)
+        same = self.by_text.setdefault(text, set())
+        if same:
+            self._texts_by_count[len(same)].discard(text)
+        same.add(rel)
+        self._texts_by_count.setdefault(len(same), set()).add(text)
+        self._top = max(self._top, len(same))
+
+    def in_order(self, rels: set[str]) -> list[str]:
+        return sorted(rels, key=self.order.__getitem__)
+
+    def most_shared(self) -> tuple[str, int] | None:
+        """The caption text the most images share (the earliest in folder order on a tie), and how many."""
+        if not self._top:
+            return None
+        texts = self._texts_by_count[self._top]
+        text = min(texts, key=lambda t: min(self.order[rel] for rel in self.by_text[t])) if len(texts) > 1 \
+            else next(iter(texts))
+        return text, self._top
+
+    def token_stats(self) -> dict[str, float] | None:
+        """min, mean, median and max CLIP tokens of the captions, as `statistics` gives them."""
+        n = self.captioned
+        if not n:
+            return None
+        values = sorted(self.token_counts)
+        lower, upper, seen = (n - 1) // 2, n // 2, 0
+        at: dict[int, int] = {}
+        for value in values:
+            for position in (lower, upper):
+                if seen <= position < seen + self.token_counts[value]:
+                    at[position] = value
+            seen += self.token_counts[value]
+        median = at[lower] if n % 2 else (at[lower] + at[upper]) / 2
+        return {"min": values[0], "mean": round(self.token_sum / n, 1), "median": median, "max": values[-1]}
+
+    def findings(self) -> list[dict[str, Any]]:
+        """The lint findings, in the order of the module docstring."""
+        findings: list[dict[str, Any]] = []
+        total, captioned = len(self.texts), self.captioned
+        if self.empty:
+            findings.append(_finding(
+                "empty", "warning", sorted(self.empty),
+                f"{len(self.empty)} of {total} images have no caption: they train on an empty prompt, so "
+                "the concept leaks into everything. Write a caption, or auto-caption them "
+                "(Dataset tab, or `python studio.py caption`)."))
+        if self.missing_trigger:
+            missing = sorted(self.missing_trigger)
             findings.append(_finding(
                 "missing_trigger", "warning", missing,
-                f"{len(missing)} of {len(captioned)} captions lack the trigger word \"{trigger}\": those "
+                f"{len(missing)} of {captioned} captions lack the trigger word \"{self.trigger}\": those "
                 "images don't teach it. Add it at the front (Dataset tab: Add trigger word)."))
-
-    if len(captioned) >= IDENTICAL_MIN_CAPTIONS:
-        text, n = Counter(captioned.values()).most_common(1)[0]
-        if n >= 2 and n >= IDENTICAL_SHARE * len(captioned):
-            same = sorted(rel for rel, other in captioned.items() if other == text)
+        shared = self.most_shared()
+        if captioned >= IDENTICAL_MIN_CAPTIONS and shared and shared[1] >= 2 and shared[1] >= IDENTICAL_SHARE * captioned:
+            text, n = shared
             findings.append(_finding(
-                "identical", "warning", same,
-                f"{n} of {len(captioned)} captions are the same text (\"{_short(text)}\"): the model can't tell "
+                "identical", "warning", sorted(self.by_text[text]),
+                f"{n} of {captioned} captions are the same text (\"{_short(text)}\"): the model can't tell "
                 "these images apart, so pose, background and lighting get baked into the trigger word. "
                 "Describe what differs in each image."))
-
-    if captioned:
-        rels = sorted(captioned)
-        counts = caption_token_counts([captioned[rel] for rel in rels])
-        long = [(rel, n) for rel, n in zip(rels, counts) if n > CLIP_MAX_TOKENS]
-        if long:
-            worst = max(n for _, n in long)
+        if self.long:
+            long = sorted(self.long)
+            worst = max(self.tokens[rel] for rel in long)
             findings.append(_finding(
-                "too_long", "warning", [rel for rel, _ in long],
+                "too_long", "warning", long,
                 f"{_count(long, 'caption')} {'is' if len(long) == 1 else 'are'} longer than {CLIP_MAX_TOKENS} "
                 f"CLIP tokens (longest {worst}): the text encoder never sees the words past the limit. "
                 "Put the trigger word and what matters first, or shorten them."))
-
-        over = sorted((rel for rel in rels if len(captioned[rel]) > CAPTION_MAX_CHARS),
-                      key=lambda rel: -len(captioned[rel]))
-        if over:
-            longest = len(captioned[over[0]])
+        if self.over_limit:
+            over = sorted(self.over_limit)
+            longest = max(len(self.texts[rel]) for rel in over)
             findings.append(_finding(
-                "over_limit", "warning", sorted(over),
+                "over_limit", "warning", over,
                 f"{_count(over, 'caption')} {'is' if len(over) == 1 else 'are'} longer than {CAPTION_MAX_CHARS:,} "
                 f"characters (longest {longest:,}): training uses only the first {CAPTION_MAX_CHARS:,}. "
                 "Is a file pasted into a caption? Write a short description instead."))
-
-    if trigger:
-        findings += _lint_trigger(trigger)
-    return findings
+        if self.trigger:
+            if self._trigger_findings is None:  # the trigger word's own checks: once per word, not per edit
+                self._trigger_findings = _lint_trigger(self.trigger)
+            findings += self._trigger_findings
+        return findings
 
 
 def _lint_trigger(trigger: str) -> list[dict[str, Any]]:

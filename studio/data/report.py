@@ -18,7 +18,7 @@ from studio.core.atomic import write_json_atomic
 from studio.data.buckets import assign_bucket, make_buckets
 from studio.data.captions import CAPTION_SOURCES
 from studio.data.dataset import DatasetScan
-from studio.data.lint import CLIP_MAX_TOKENS, caption_token_counts, has_trigger_word, lint_captions
+from studio.data.lint import CLIP_MAX_TOKENS, CaptionFacts
 
 _LIST_LIMIT = 20  # longest list format_report prints in full (skipped files are always all shown)
 
@@ -27,46 +27,64 @@ def build_report(
     scan: DatasetScan, *, resolution: int, trigger_word: str = "", bucket_step: int = 64
 ) -> dict[str, Any]:
     """Summarise `scan` for training at `resolution` (buckets of `bucket_step` pixels)."""
+    facts = CaptionFacts({item.rel: item.caption for item in scan.items}, trigger_word,
+                         sources={item.rel: item.caption_source for item in scan.items})
+    return combine_report(image_report(scan, resolution=resolution, bucket_step=bucket_step), facts, scan.warnings)
+
+
+def image_report(scan: DatasetScan, *, resolution: int, bucket_step: int = 64) -> dict[str, Any]:
+    """The half of the report that captions don't change: files, sizes, buckets, duplicates, small images.
+    The Dataset tab keeps it while captions are edited, and makes it again for a new resolution."""
     items = scan.items
-    captioned = [item for item in items if item.caption]
-    tokens = caption_token_counts([item.caption for item in captioned])
     buckets = make_buckets(resolution, step=bucket_step)
     bucket_counts = Counter(assign_bucket(item.width, item.height, buckets) for item in items)
-
     by_fingerprint: dict[str, list[str]] = defaultdict(list)
     for item in items:
         by_fingerprint[item.fingerprint].append(item.rel)
-    trigger = trigger_word.strip()
-
-    report: dict[str, Any] = {
+    return {
         "folder": str(scan.folder),
         "resolution": resolution,
         "bucket_step": bucket_step,
-        "counts": {
-            "found": scan.found, "usable": len(items), "skipped": len(scan.skipped), "captioned": len(captioned),
-        },
+        "found": scan.found,
         "skipped": [{"file": s.rel, "reason": s.reason} for s in scan.skipped],
-        "caption_sources": {source: sum(item.caption_source == source for item in items) for source in CAPTION_SOURCES},
-        "missing_captions": [item.rel for item in items if not item.caption],
         "resolutions": _size_summary(items),
         "buckets": {f"{w}x{h}": bucket_counts[(w, h)] for w, h in buckets if bucket_counts[(w, h)]},
-        "caption_tokens": (_stats(tokens) | {"limit": CLIP_MAX_TOKENS}) if tokens else None,
-        "over_77_tokens": [
-            {"file": item.rel, "tokens": n} for item, n in zip(captioned, tokens) if n > CLIP_MAX_TOKENS
-        ],
         "duplicates": sorted(group for group in by_fingerprint.values() if len(group) > 1),
         "small_images": [
             {"file": item.rel, "width": item.width, "height": item.height}
             for item in items
             if min(item.width, item.height) < resolution / 2
         ],
-        "trigger_word": None if not trigger else {
-            "word": trigger,
-            "missing": [item.rel for item in captioned if not has_trigger_word(item.caption, trigger)],
-        },
-        "lint": lint_captions({item.rel: item.caption for item in items}, trigger),
     }
-    report["warnings"] = list(scan.warnings) + _summary_warnings(report)
+
+
+def combine_report(images: dict[str, Any], facts: CaptionFacts, scan_warnings: list[str]) -> dict[str, Any]:
+    """The full report from its image half (`image_report`) and the captions' facts; costs the size of
+    the lists it holds, so the Dataset tab can redo it after every edit."""
+    trigger = facts.trigger
+    usable = len(facts.texts)
+    tokens = facts.token_stats()
+    report: dict[str, Any] = {
+        "folder": images["folder"],
+        "resolution": images["resolution"],
+        "bucket_step": images["bucket_step"],
+        "counts": {
+            "found": images["found"], "usable": usable, "skipped": len(images["skipped"]),
+            "captioned": facts.captioned,
+        },
+        "skipped": images["skipped"],
+        "caption_sources": {source: facts.source_counts[source] for source in CAPTION_SOURCES},
+        "missing_captions": facts.in_order(facts.empty),
+        "resolutions": images["resolutions"],
+        "buckets": images["buckets"],
+        "caption_tokens": (tokens | {"limit": CLIP_MAX_TOKENS}) if tokens else None,
+        "over_77_tokens": [{"file": rel, "tokens": facts.tokens[rel]} for rel in facts.in_order(facts.long)],
+        "duplicates": images["duplicates"],
+        "small_images": images["small_images"],
+        "trigger_word": None if not trigger else {"word": trigger, "missing": facts.in_order(facts.missing_trigger)},
+        "lint": facts.findings(),
+    }
+    report["warnings"] = list(scan_warnings) + _summary_warnings(report)
     report["problems"] = _problems(report)
     report["ok"] = not report["problems"]
     return report

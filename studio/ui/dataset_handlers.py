@@ -23,15 +23,17 @@ from studio.data.captioners import (
     CaptionOptions,
     caption_dataset,
 )
-from studio.core.lock import AcceleratorBusy
+from studio.core.lock import ACCELERATOR, AcceleratorBusy
 from studio.data.dataset import BUILTIN_DEMO, DatasetError, scan_dataset
 from studio.data.demo import DEMO_CLASS, DEMO_TRIGGER
 from studio.data.editing import CaptionEditor, EditError
 from studio.data.upload import UploadError, add_files, copy_demo_dataset, create_dataset
+from studio.engine.environment import human_bytes
 from studio.ui import dataset_view as view
 from studio.ui import live
 from studio.ui.dataset_view import DatasetSession
 from studio.ui.form import dataset_choices
+from studio.ui.notices import Refusal
 from studio.ui.context import TRAIN_TAB
 from studio.ui.security import PathNotAllowed
 
@@ -68,10 +70,11 @@ class DatasetHandlers:
         return self.studio.roots.workspace / "thumbs"
 
     def _view(self, session: DatasetSession | None, notice: str | None, trigger: str = "", resolution: Any = None,
-              *, changed: bool = True) -> tuple[Any, ...]:
+              *, changed: bool = True, gallery: bool = True) -> tuple[Any, ...]:
         """(notice, *the view): see `dataset_view.render_view`."""
         return (live.notice(notice) if notice else gr.skip(),
-                *view.render_view(session, self.thumbs, trigger or "", _resolution(resolution), changed=changed))
+                *view.render_view(session, self.thumbs, trigger or "", _resolution(resolution), changed=changed,
+                                  gallery=gallery))
 
     def _refuse_if_unsaved(self, session: DatasetSession | None, then: str) -> None:
         if session is not None and session.editor.dirty:
@@ -89,7 +92,7 @@ class DatasetHandlers:
         names = self.studio.roots.dataset_folders()
         return gr.Dropdown(choices=names, value=current if current in names else None)
 
-    def _open(self, name: str, progress: Any) -> DatasetSession:
+    def _open(self, name: str, progress: Any, table: str = "lint") -> DatasetSession:
         try:
             folder = Path(self.studio.roots.dataset(name))
             if folder == self.studio.roots.datasets:
@@ -100,32 +103,34 @@ class DatasetHandlers:
         except (PathNotAllowed, DatasetError) as err:
             raise gr.Error(str(err), title="Cannot open the dataset") from None
         rel = folder.relative_to(self.studio.roots.datasets).as_posix()
-        return DatasetSession(name=rel, scan=scan, editor=CaptionEditor.from_scan(scan))
+        return DatasetSession(name=rel, scan=scan, editor=CaptionEditor.from_scan(scan),
+                              table=table if table in view.REPORT_TABS else "lint")
 
-    def open_dataset(self, session: DatasetSession | None, name: str, resolution: Any,
+    def open_dataset(self, session: DatasetSession | None, name: str, resolution: Any, table: str = "lint",
                      progress: Any = gr.Progress()) -> tuple[Any, ...]:
-        """Scan a folder of the datasets root; the trigger word and class are prefilled for the demo."""
+        """Scan a folder of the datasets root; the trigger word and class are prefilled for the demo.
+        `table` is the report tab the page shows (the one table drawn with the lint)."""
         name = (name or "").strip()
         if not name:
             raise gr.Error("Pick a dataset folder first (or press Open the demo).", title="No dataset picked")
         self._refuse_if_unsaved(session, "open another dataset")
         if name == BUILTIN_DEMO:  # the generated original is never edited: open the copy
             name = copy_demo_dataset(self.studio.roots.datasets, DEMO_NAME).name
-        opened = self._open(name, progress)
+        opened = self._open(name, progress, table)
         trigger, class_phrase = (DEMO_TRIGGER, DEMO_CLASS) if opened.name == DEMO_NAME else ("", "")
         scan = opened.scan
         notice = f"Opened **{opened.name}**: {len(scan.items)} usable images, {len(scan.skipped)} skipped."
         return (*self._view(opened, notice, trigger, resolution), trigger, class_phrase)
 
-    def open_demo(self, session: DatasetSession | None, resolution: Any,
+    def open_demo(self, session: DatasetSession | None, resolution: Any, table: str = "lint",
                   progress: Any = gr.Progress()) -> tuple[Any, ...]:
         """Copy the built-in demo to datasets/demo (once) and open that copy."""
         self._refuse_if_unsaved(session, "open the demo")
         copy_demo_dataset(self.studio.roots.datasets, DEMO_NAME)
-        return (self.list_datasets(DEMO_NAME), *self.open_dataset(session, DEMO_NAME, resolution, progress))
+        return (self.list_datasets(DEMO_NAME), *self.open_dataset(session, DEMO_NAME, resolution, table, progress))
 
     def create_dataset(self, session: DatasetSession | None, name: str, files: Any, resolution: Any,
-                       progress: Any = gr.Progress()) -> tuple[Any, ...]:
+                       table: str = "lint", progress: Any = gr.Progress()) -> tuple[Any, ...]:
         """A new folder in the datasets root from uploaded images, caption files and zips; then open it."""
         uploads = _files(files)
         if not uploads:
@@ -143,7 +148,7 @@ class DatasetHandlers:
                 raise UploadError(f"no images among the uploads, so no dataset was made: {result.summary()}")
         except UploadError as err:
             raise gr.Error(str(err), title="Cannot create the dataset") from None
-        opened = self.open_dataset(None, folder.name, resolution, progress)
+        opened = self.open_dataset(None, folder.name, resolution, table, progress)
         notice = f"Created **{folder.name}**: {result.summary()}."
         return (self.list_datasets(folder.name), live.notice(notice), *opened[1:])
 
@@ -159,10 +164,20 @@ class DatasetHandlers:
             result = add_files(session.folder, uploads)
         except UploadError as err:
             raise gr.Error(str(err), title="Cannot add the files") from None
-        reopened = self._open(session.name, progress)
+        reopened = self._open(session.name, progress, session.table)
         return self._view(reopened, f"**{session.name}**: {result.summary()}.", trigger, resolution)
 
     # --- browsing ---------------------------------------------------------------------------------
+    def show_report_tab(self, session: DatasetSession | None, tab: str) -> tuple[Any, ...]:
+        """A report tab was opened: remember it (edits redraw it from now on) and draw its tables.
+        Returns (the tab, *the report's tables), the tables of other tabs left as they are."""
+        if tab not in view.REPORT_TABS:
+            raise gr.Error(f"no report tab {tab!r}: one of {', '.join(view.REPORT_TABS)}", title="No such tab")
+        if session is None:
+            return (tab, *view.report_tables(None, {tab}))
+        session.table = tab
+        return (tab, *view.report_tables(session, {tab}))
+
     def filter_gallery(self, session: DatasetSession | None, query: str, problems_only: bool) -> tuple[Any, ...]:
         if session is None:
             return None, [], ""
@@ -197,7 +212,7 @@ class DatasetHandlers:
             raise gr.Error(f"{rel!r} is not a usable image of {session.name}", title="No such image")
         changed = self._apply_pending(session, pending)
         session.selected = rel
-        return self._view(session, None, trigger, resolution, changed=changed)
+        return self._view(session, None, trigger, resolution, changed=changed, gallery=False)
 
     # --- editing ----------------------------------------------------------------------------------
     def typing_status(self, session: DatasetSession | None, pending: str) -> str:
@@ -212,7 +227,7 @@ class DatasetHandlers:
             return self._view(session, None, trigger, resolution, changed=False)
         changed = self._apply_pending(session, pending)
         notice = f"Caption of `{session.selected}` updated (not saved yet)." if changed else None
-        return self._view(session, notice, trigger, resolution, changed=changed)
+        return self._view(session, notice, trigger, resolution, changed=changed, gallery=False)
 
     def _bulk(self, session: DatasetSession | None, pending: str, trigger: str, resolution: Any,
               edit: Any, what: str) -> tuple[Any, ...]:
@@ -333,6 +348,15 @@ class DatasetHandlers:
         return self._view(session, f"Report updated for trigger word \"{_text(trigger)}\" at "
                                    f"{_resolution(resolution)} px.", trigger, resolution)
 
+    def follow_resolution(self, session: DatasetSession | None, pending: str, trigger: str,
+                          resolution: Any) -> Any:
+        """The Train tab's data.resolution changed, and the report's box with it: redo the report at it
+        (nothing is sent when no dataset is open or the report is already at that resolution)."""
+        if session is None or session.report is None or session.report["resolution"] == _resolution(resolution):
+            return gr.skip()
+        self._apply_pending(session, pending)
+        return self._view(session, None, trigger, resolution)
+
     # --- auto-captioning --------------------------------------------------------------------------
     def pick_captioner(self, captioner: str) -> tuple[Any, Any, Any]:
         """The model picker for a model captioner; the description field for the template."""
@@ -406,6 +430,47 @@ class DatasetHandlers:
             notice += f" ⚠️ {warning}"
         return self._view(session, notice, trigger, resolution)
 
+    # --- the disk cache of training tensors ---------------------------------------------------------
+    def cache_line(self) -> str:
+        """What the disk cache of latents and caption embeddings holds, and where."""
+        from studio.engine.caches import tensor_cache_usage  # imports torch: not while the page is built
+
+        usage = tensor_cache_usage()
+        counts = f"{usage.entries.get('latents', 0):,} latents, {usage.entries.get('text', 0):,} caption embeddings"
+        return (f"**{human_bytes(usage.bytes)}** of cached latents and caption embeddings ({counts}) in "
+                f"`{usage.folder}`. Runs on the same images and model reuse them; after clearing, the next run "
+                "encodes its images again.")
+
+    def ask_clear_cache(self) -> tuple[Any, ...]:
+        """The confirm step: the current size on the button that deletes it."""
+        from studio.engine.caches import tensor_cache_usage
+
+        usage = tensor_cache_usage()
+        if not usage.bytes:
+            return self.cache_line(), gr.Row(visible=False), gr.Button()
+        return (self.cache_line(), gr.Row(visible=True),
+                gr.Button(value=f"Delete {human_bytes(usage.bytes)} of cached tensors"))
+
+    def clear_cache(self) -> tuple[Any, ...]:
+        """Empty the cache, unless a job holds the accelerator (it may be writing or reading entries)."""
+        from studio.engine.caches import clear_tensor_cache, tensor_cache_usage
+
+        holder = getattr(self.studio.runner, "lock", ACCELERATOR).current()
+        if holder is not None:
+            raise Refusal(f"The accelerator is busy with {holder.describe()}, which may be using the cache. "
+                          "Clear it once that job has finished.")
+        try:
+            cleared = clear_tensor_cache()
+        except OSError as err:
+            raise Refusal(f"Could not clear the cache in {tensor_cache_usage().folder}: {err.strerror or err}.",
+                          str(err)) from None
+        entries = sum(cleared.entries.values())
+        notice = live.notice(f"Cleared the cache: {human_bytes(cleared.bytes)} ({entries:,} entries) deleted.")
+        return notice, self.cache_line(), gr.Row(visible=False)
+
+    def keep_cache(self) -> Any:
+        return gr.Row(visible=False)
+
     # --- to the Train tab -------------------------------------------------------------------------
     def send_to_train(self, session: DatasetSession | None, pending: str, trigger: str,
                       class_phrase: str) -> tuple[Any, ...]:
@@ -422,8 +487,27 @@ class DatasetHandlers:
         roots = self.studio.roots
         notice = live.notice(f"Sent **{session.name}** to Train ({len(session.scan.items)} images, trigger word "
                              f"\"{_text(trigger)}\"). Check the settings and press Start.")
+        sent = {"dir": session.name, "trigger": _text(trigger), "class_phrase": _text(class_phrase)}
         return (notice, gr.Dropdown(choices=dataset_choices(roots), value=session.name), _text(trigger),
-                _text(class_phrase), gr.Tabs(selected=TRAIN_TAB))
+                _text(class_phrase), gr.Tabs(selected=TRAIN_TAB), sent)
+
+    def restore_sent(self, sent: dict[str, Any] | None) -> tuple[Any, ...]:
+        """A page (re)load: what "Use for training" last sent from this browser (`send_to_train`'s last
+        output, kept in the browser), back in the Dataset picker and boxes and the Train tab's data fields.
+        Not while a job runs (the form then belongs to that job), nor for a folder that is gone.
+        Returns (picker, trigger, class phrase, data.dir, data.trigger_word, data.class_phrase)."""
+        name = (sent or {}).get("dir") if isinstance(sent, dict) else None
+        if not name or self.studio.runner.snapshot().active:
+            return (gr.skip(),) * 6
+        try:
+            folder = Path(self.studio.roots.dataset(name))
+        except PathNotAllowed:
+            return (gr.skip(),) * 6
+        if not folder.is_dir():
+            return (gr.skip(),) * 6
+        trigger, class_phrase = _text(sent.get("trigger")), _text(sent.get("class_phrase"))
+        return (self.list_datasets(name), trigger, class_phrase,
+                gr.Dropdown(choices=dataset_choices(self.studio.roots), value=name), trigger, class_phrase)
 
 
 def _text(value: str | None) -> str:

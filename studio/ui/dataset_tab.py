@@ -53,7 +53,12 @@ def build(studio: Studio, tab: gr.Tab) -> None:
         gr.Markdown(f"Zips are unpacked safely: no paths outside the folder, no `__MACOSX`, at most "
                     f"{MAX_FILES:,} files and {MAX_BYTES // 1024**3} GiB. Existing files are never replaced.",
                     elem_classes="notice")
-    status = gr.Markdown(view.status_markdown(None), elem_id="dataset-status")
+    # The action bar stays in view while the page scrolls (CSS `#dataset-actions`): the unsaved count,
+    # Save and Use for training are never below the fold, whichever edit is being made.
+    with gr.Row(equal_height=True, elem_id="dataset-actions"):
+        status = gr.Markdown(view.status_markdown(None), elem_id="dataset-status")
+        save_button = gr.Button("Save captions", variant="primary", size="sm", scale=0, min_width=130)
+        send_button = gr.Button("Use for training", size="sm", scale=0, min_width=130)
     with gr.Row():
         with gr.Column(scale=3, min_width=480):
             with gr.Row(equal_height=True):
@@ -103,8 +108,6 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                 imports = gr.File(label="captions.json (+ ids.txt)", file_count="multiple",
                                   file_types=[".json", ".txt"], type="filepath")
                 import_button = gr.Button("Import captions.json", size="sm")
-            save_button = gr.Button("Save captions", variant="primary")
-            send_button = gr.Button("Use for training")
     with gr.Accordion("Auto-caption", open=False):
         with gr.Row(equal_height=True):
             captioner = gr.Dropdown([(f"{name}: {text}", name) for name, text in CAPTIONERS.items()],
@@ -130,24 +133,37 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                                    maximum=4096, scale=0, min_width=160,
                                    info="For the aspect buckets and size checks; follows the Train tab's.")
             report_button = gr.Button("Refresh report", size="sm", scale=0, min_width=140)
-        report = gr.Markdown(elem_id="dataset-report")
+        report = gr.Markdown(view.report_markdown(None), elem_id="dataset-report")
+        # Each table is drawn when its tab is opened, and redrawn by edits only while it is the one shown
+        # (the lint, a few lines, always): an edit sends the same few KB at 20 images or 2,000.
+        report_tabs: dict[str, gr.Tab] = {}
         with gr.Tabs():
-            with gr.Tab("Caption lint"):
+            with gr.Tab(view.REPORT_TABS["lint"]) as report_tabs["lint"]:
                 lint = gr.Dataframe(view.lint_table(None), label="Caption lint", interactive=False, wrap=True)
-            with gr.Tab("Skipped files"):
+            with gr.Tab(view.REPORT_TABS["skipped"]) as report_tabs["skipped"]:
                 skipped = gr.Dataframe(view.skipped_table(None), label="Skipped files", interactive=False)
-            with gr.Tab("Buckets and sizes"):
+            with gr.Tab(view.REPORT_TABS["buckets"]) as report_tabs["buckets"]:
                 with gr.Row():
                     buckets = gr.Dataframe(view.buckets_table(None), label="Aspect buckets", interactive=False)
                     sizes = gr.Dataframe(view.sizes_table(None), label="Image sizes", interactive=False)
-            with gr.Tab("Caption lengths"):
+            with gr.Tab(view.REPORT_TABS["lengths"]) as report_tabs["lengths"]:
                 lengths = gr.Dataframe(view.captions_table(None), label="Caption lengths", interactive=False,
                                        wrap=True, max_height=400)
-            with gr.Tab("Duplicates"):
+            with gr.Tab(view.REPORT_TABS["duplicates"]) as report_tabs["duplicates"]:
                 duplicates = gr.Dataframe(view.duplicates_table(None), label="Duplicates", interactive=False)
-            with gr.Tab("Missing captions"):
+            with gr.Tab(view.REPORT_TABS["missing"]) as report_tabs["missing"]:
                 missing = gr.Dataframe(view.missing_table(None), label="Missing captions", interactive=False)
+    with gr.Accordion("Disk cache of training tensors", open=False) as cache_box:
+        cache_line = gr.Markdown(elem_classes="notice")
+        clear_button = gr.Button("Clear cache…", size="sm", variant="stop")
+        with gr.Row(visible=False) as confirm_row:
+            confirm_clear = gr.Button("Delete the cached tensors", size="sm", variant="stop")
+            cancel_clear = gr.Button("Keep them", size="sm")
     state = gr.State(None)
+    shown_tab = gr.State("lint")
+    """The report tab the page shows, before any dataset is open too (a new session starts with it)."""
+    sent = gr.BrowserState({}, storage_key="lora-studio-dataset-sent")
+    """What "Use for training" last sent from this browser: the Train tab gets it back after a reload."""
 
     # 2. Events. Every editing handler takes the session, the caption box (applied first), the
     #    trigger word and the resolution, and redraws the same outputs.
@@ -163,18 +179,18 @@ def build(studio: Studio, tab: gr.Tab) -> None:
 
     gr.on([tab.select, refresh.click], handlers.list_datasets, picker, picker, api_name="list_datasets",
           show_progress="hidden")
-    studio.app.load(handlers.list_datasets, picker, picker, api_visibility="private", show_progress="hidden")
+    listed = studio.app.load(handlers.list_datasets, picker, picker, api_visibility="private", show_progress="hidden")
     opened = [*view_outputs, trigger, class_phrase]
     # A refusal (no dataset open, a bad upload, a busy accelerator) is one line in the notice area,
     # which every opening and editing handler already answers in.
     def refused(fn, outputs):
         return refusing(fn, outputs, studio.notice)
 
-    open_button.click(inputs=[state, picker, resolution], **refused(handlers.open_dataset, opened),
+    open_button.click(inputs=[state, picker, resolution, shown_tab], **refused(handlers.open_dataset, opened),
                       api_name="open_dataset", **serial)
-    demo_button.click(inputs=[state, resolution], **refused(handlers.open_demo, [picker, *opened]),
+    demo_button.click(inputs=[state, resolution, shown_tab], **refused(handlers.open_demo, [picker, *opened]),
                       api_name="open_demo", **serial)
-    create_button.click(inputs=[state, new_name, uploads, resolution],
+    create_button.click(inputs=[state, new_name, uploads, resolution, shown_tab],
                         **refused(handlers.create_dataset, [picker, *opened]), api_name="create_dataset", **serial)
     add_button.click(inputs=[state, uploads, trigger, resolution], **refused(handlers.add_to_dataset, view_outputs),
                      api_name="add_to_dataset", **serial)
@@ -188,9 +204,10 @@ def build(studio: Studio, tab: gr.Tab) -> None:
     apply_button.click(inputs=context, **refused(handlers.apply_caption, view_outputs), api_name="apply_caption",
                        **quiet)
     # While typing, the status line counts the caption being typed as unsaved (it reads, never writes,
-    # so it stays out of the editing queue and never holds up Save).
-    caption.input(handlers.typing_status, [state, caption], status, api_visibility="private", show_progress="hidden",
-                  trigger_mode="always_last", concurrency_limit=None)
+    # so it stays out of the editing queue and never holds up Save). On `change`, not `input`: text that
+    # is pasted or filled in without a key press counts too.
+    caption.change(handlers.typing_status, [state, caption], status, api_visibility="private", show_progress="hidden",
+                   trigger_mode="always_last", concurrency_limit=None)
     gr.on([trigger.submit, resolution.submit, report_button.click], inputs=context,
           **refused(handlers.refresh_report, view_outputs), api_name="refresh_report", **quiet)
 
@@ -207,6 +224,14 @@ def build(studio: Studio, tab: gr.Tab) -> None:
     for button, (fn, extra, api_name) in edits.items():
         button.click(inputs=[*context, *extra], **refused(fn, view_outputs), api_name=api_name, **serial)
 
+    # The disk cache of latents and caption embeddings: its size when the box opens, cleared after a confirm.
+    cache_box.expand(handlers.cache_line, None, cache_line, api_name="tensor_cache", show_progress="hidden")
+    clear_button.click(handlers.ask_clear_cache, None, [cache_line, confirm_row, confirm_clear],
+                       api_name="ask_clear_cache", show_progress="hidden")
+    confirm_clear.click(**refused(handlers.clear_cache, [studio.notice, cache_line, confirm_row]),
+                        api_name="clear_cache")
+    cancel_clear.click(handlers.keep_cache, None, confirm_row, api_visibility="private", show_progress="hidden")
+
     captioner.change(handlers.pick_captioner, captioner, [model, description, max_length], api_name="pick_captioner")
     caption_button.click(inputs=[*context, class_phrase, captioner, model, description, overwrite, prefix_trigger,
                                  max_length], **refused(handlers.auto_caption, view_outputs), api_name="auto_caption",
@@ -214,12 +239,15 @@ def build(studio: Studio, tab: gr.Tab) -> None:
 
     # "Use for training" fills the Train tab's data fields, then lets it re-resolve its config: wired
     # once that tab is built.
+    # What it sent is kept in the browser and filled in again after a reload.
     def send_to_train() -> None:
         fields = studio.train.fields
-        outputs = [studio.notice, fields["data.dir"], fields["data.trigger_word"], fields["data.class_phrase"],
-                   studio.tabs]
-        send_button.click(handlers.send_to_train, [state, caption, trigger, class_phrase], outputs,
+        data_fields = [fields["data.dir"], fields["data.trigger_word"], fields["data.class_phrase"]]
+        send_button.click(inputs=[state, caption, trigger, class_phrase],
+                          **refused(handlers.send_to_train, [studio.notice, *data_fields, studio.tabs, sent]),
                           api_name="send_to_train", concurrency_id="dataset").success(**studio.train.resolve.kwargs())
+        listed.then(handlers.restore_sent, sent, [picker, trigger, class_phrase, *data_fields],
+                    api_visibility="private", show_progress="hidden").then(**studio.train.resolve.kwargs())
 
     studio.when_built(send_to_train)
 
@@ -227,7 +255,9 @@ def build(studio: Studio, tab: gr.Tab) -> None:
     def follow_train_resolution() -> None:
         train_resolution = studio.train.fields["data.resolution"]
         resolution.value = train_resolution.value
-        train_resolution.change(_same, train_resolution, resolution, api_visibility="private", show_progress="hidden")
+        train_resolution.change(_same, train_resolution, resolution, api_visibility="private", show_progress="hidden") \
+            .then(inputs=context, **refused(handlers.follow_resolution, view_outputs), api_visibility="private",
+                  **quiet)
 
     studio.when_built(follow_train_resolution)
 

@@ -10,6 +10,7 @@ page of thumbnails at a time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import html
 import math
@@ -22,11 +23,12 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from studio.data.captions import normalize_caption
 from studio.data.dataset import DatasetScan, ImageItem
 from studio.data.editing import CaptionEditor
 from studio.data.images import ImageSkip, load_image
-from studio.data.lint import CLIP_MAX_TOKENS, caption_token_counts
-from studio.data.report import build_report, printable
+from studio.data.lint import CLIP_MAX_TOKENS, CaptionFacts
+from studio.data.report import combine_report, image_report, printable
 
 PAGE_SIZE = 48
 THUMB_SIZE = 256
@@ -41,6 +43,11 @@ SIZE_COLUMNS = ["size (w×h)", "images"]
 CAPTION_COLUMNS = ["file", "CLIP tokens", "over 77", "caption"]
 DUPLICATE_COLUMNS = ["group", "files"]
 MISSING_COLUMNS = ["file"]
+REPORT_TABS = {"lint": "Caption lint", "skipped": "Skipped files", "buckets": "Buckets and sizes",
+               "lengths": "Caption lengths", "duplicates": "Duplicates", "missing": "Missing captions"}
+"""The report's tabs (key → label); each is drawn only while it is the one shown, but for the bounded lint."""
+TABLES = ("lint", "skipped", "buckets", "sizes", "lengths", "duplicates", "missing")
+"""The report's tables, in the order of `report_tables`; "buckets" and "sizes" share a tab."""
 
 
 @dataclass
@@ -56,26 +63,31 @@ class DatasetSession:
     page: int = 0
     selected: str | None = None
     page_rels: list[str] = field(default_factory=list)
+    page_labels: list[str] = field(default_factory=list)
+    """The labels the gallery in the page shows (see `gallery_label`)."""
     report: dict[str, Any] | None = None
+    table: str = "lint"
+    """The report tab shown in the page (`REPORT_TABS`): the one table, beside the lint, an edit redraws."""
+    facts: CaptionFacts | None = None
+    """The captions' facts, updated per edited caption (see `refresh_report`)."""
+    images: dict[str, Any] | None = None
+    """The caption-free half of the report, for `images["resolution"]`."""
 
     @property
     def folder(self) -> Path:
         return self.scan.folder
 
-    @property
+    @functools.cached_property
     def items(self) -> dict[str, ImageItem]:
         return {item.rel: item for item in self.scan.items}
 
-    def current_scan(self) -> DatasetScan:
-        """The scan with the editor's captions in place of the ones read at open (unsaved edits
-        included): what training would see after Save."""
-        items = []
-        for item in self.scan.items:
-            text = self.editor.captions[item.rel]
-            source = item.caption_source if text == self.editor.saved[item.rel] else "txt"
-            items.append(dataclasses.replace(item, caption=text or None, caption_source=source if text else None))
-        return DatasetScan(folder=self.scan.folder, items=items, skipped=self.scan.skipped,
-                           warnings=self.scan.warnings)
+    def source(self, rel: str) -> str | None:
+        """Where training would take the caption from after Save: the file it was read from, or the
+        .txt sidecar Save writes for an edited one (None without a caption)."""
+        text = self.editor.captions[rel]
+        if not text:
+            return None
+        return self.items[rel].caption_source if text == self.editor.saved[rel] else "txt"
 
     def mark_saved(self, shadowed: dict[str, tuple[str, str]]) -> None:
         """After a save: every caption now comes from its sidecar (or, when emptied, from whatever
@@ -88,9 +100,26 @@ class DatasetSession:
                 self.editor.captions[item.rel] = self.editor.saved[item.rel] = text
             items.append(dataclasses.replace(item, caption=text or None, caption_source=source))
         self.scan.items = items
+        self.__dict__.pop("items", None)
+        if self.facts is not None:  # every source may have moved (to txt): one pass, no tokenising
+            self.facts.update({}, sources={rel: self.source(rel) for rel in self.editor.captions})
 
     def refresh_report(self, trigger: str, resolution: int) -> dict[str, Any]:
-        self.report = build_report(self.current_scan(), resolution=resolution, trigger_word=trigger or "")
+        """The report with the editor's captions (unsaved edits included: what training would see after
+        Save). Only what changed is redone: the image half for a new resolution, the captions' facts for
+        a new trigger word, and otherwise just the captions edited since the last call."""
+        trigger = (trigger or "").strip()
+        if self.images is None or self.images["resolution"] != resolution:
+            self.images = image_report(self.scan, resolution=resolution)
+        captions = self.editor.captions
+        if self.facts is None or self.facts.trigger != trigger:
+            self.facts = CaptionFacts(captions, trigger, sources={rel: self.source(rel) for rel in captions})
+        else:
+            known = self.facts.texts
+            changed = {rel: text for rel, text in captions.items() if text != known[rel]}
+            if changed:
+                self.facts.update(changed, sources={rel: self.source(rel) for rel in changed})
+        self.report = combine_report(self.images, self.facts, self.scan.warnings)
         return self.report
 
     def flagged(self) -> set[str]:
@@ -138,8 +167,15 @@ def thumbnail(image: Path, thumbs_dir: Path, size: int = THUMB_SIZE) -> Path | N
     return path
 
 
+def gallery_label(session: DatasetSession, rel: str) -> str:
+    """A thumbnail's label: the file name, marked when the image has no caption. Not the caption: the
+    caption is in the editor, and a label that never changes while captions are typed keeps an edit from
+    resending the page's thumbnails."""
+    return rel if session.editor.captions[rel] else f"{NO_CAPTION} · {rel}"
+
+
 def gallery_page(session: DatasetSession, thumbs_dir: Path) -> tuple[list[tuple[str, str]], str]:
-    """The current page's (thumbnail, caption) pairs and the "page i of n" line; remembers which
+    """The current page's (thumbnail, label) pairs and the "page i of n" line; remembers which
     image each gallery slot holds so a click can be mapped back to it."""
     visible = session.visible_rels()
     pages = session.page_count(visible)
@@ -150,9 +186,10 @@ def gallery_page(session: DatasetSession, thumbs_dir: Path) -> tuple[list[tuple[
     for rel in rels:
         thumb = thumbnail(session.folder / rel, thumbs_dir)
         if thumb is not None:
-            items.append((str(thumb), session.editor.captions[rel] or f"{NO_CAPTION} · {rel}"))
+            items.append((str(thumb), gallery_label(session, rel)))
             shown.append(rel)
     session.page_rels = shown
+    session.page_labels = [label for _, label in items]
     total = len(session.editor.captions)
     what = f"{len(visible)} of {total} images" if len(visible) != total else f"{total} images"
     line = (f"Page {session.page + 1} of {pages} · {what}" if visible
@@ -163,22 +200,30 @@ def gallery_page(session: DatasetSession, thumbs_dir: Path) -> tuple[list[tuple[
 # --- the whole view ------------------------------------------------------------------------------
 
 def render_view(session: DatasetSession | None, thumbs_dir: Path, trigger: str, resolution: int, *,
-                changed: bool = True) -> tuple[Any, ...]:
+                changed: bool = True, gallery: bool = True) -> tuple[Any, ...]:
     """(state, status, gallery, page line, preview, caption, image info, report, *tables).
 
-    With `changed=False` (no caption changed) the gallery, report and tables are left as they are
-    in the page (`gr.skip()`), which keeps a click on a thumbnail cheap in a big dataset."""
+    What is sent stays the same size however big the dataset: at most one gallery page, the report's
+    summary, the lint (a few findings, a few names each) and the report tab being shown; the other tables
+    are left as they are (`gr.skip()`) and drawn when their tab is opened (`show_report_tab`). With
+    `changed=False` (no caption changed) the gallery, report and tables are all left as they are in the
+    page; with `gallery=False` (one caption edited) the gallery is sent only if a label on it changed
+    (the image gained or lost its caption): Gradio's handling of a page of thumbnails costs more than
+    the rest of an edit together."""
     if session is None:
-        return (None, status_markdown(None), [], "", None, "", "", "", *report_tables(None))
+        return (None, status_markdown(None), [], "", None, "", "", report_markdown(None), *report_tables(None))
     if changed or session.report is None:
         session.refresh_report(trigger, resolution)
     selection = selected_image(session, thumbs_dir)
     if not changed:
         return (session, status_markdown(session), gr.skip(), gr.skip(), *selection,
-                *[gr.skip()] * 8)  # the report and its 7 tables
-    items, page_line = gallery_page(session, thumbs_dir)
+                *[gr.skip()] * (1 + len(TABLES)))  # the report and its tables
+    if gallery or [gallery_label(session, rel) for rel in session.page_rels] != session.page_labels:
+        items, page_line = gallery_page(session, thumbs_dir)
+    else:
+        items, page_line = gr.skip(), gr.skip()
     return (session, status_markdown(session), items, page_line, *selection, report_markdown(session.report),
-            *report_tables(session))
+            *report_tables(session, {"lint", session.table}))
 
 
 def selected_image(session: DatasetSession, thumbs_dir: Path) -> tuple[str | None, str, str]:
@@ -190,16 +235,27 @@ def selected_image(session: DatasetSession, thumbs_dir: Path) -> tuple[str | Non
     return (str(preview) if preview else None), session.editor.captions[rel], image_info(session, rel)
 
 
-def report_tables(session: DatasetSession | None) -> tuple[pd.DataFrame, ...]:
-    """Lint, skipped files, buckets, sizes, caption lengths, duplicates, missing captions."""
+def report_tables(session: DatasetSession | None, tabs: set[str] | None = None) -> tuple[Any, ...]:
+    """Lint, skipped files, buckets, sizes, caption lengths, duplicates, missing captions: those of the
+    report tabs in `tabs` (all when None), `gr.skip()` for the others."""
     report = session.report if session else None
-    return (lint_table(report), skipped_table(report), buckets_table(report), sizes_table(report),
-            captions_table(session), duplicates_table(report), missing_table(report))
+    draw = {"lint": lambda: lint_table(report), "skipped": lambda: skipped_table(report),
+            "buckets": lambda: buckets_table(report), "sizes": lambda: sizes_table(report),
+            "lengths": lambda: captions_table(session), "duplicates": lambda: duplicates_table(report),
+            "missing": lambda: missing_table(report)}
+    wanted = set(REPORT_TABS) if tabs is None else tabs
+    if "buckets" in wanted:
+        wanted = wanted | {"sizes"}
+    return tuple(draw[name]() if name in wanted else gr.skip() for name in TABLES)
 
 
 # --- text --------------------------------------------------------------------------------------
 
 NO_FINDINGS = "No findings: every caption passes the lint."
+NO_SKIPPED = "No file skipped: every image file can be used."
+NO_DUPLICATES = "No duplicates: no two images look the same."
+NO_MISSING = "Every image has a caption."
+NO_CAPTIONS = "No image has a caption yet: write some, or auto-caption them."
 
 
 def unsaved_count(session: DatasetSession, pending: str | None = None) -> int:
@@ -208,6 +264,7 @@ def unsaved_count(session: DatasetSession, pending: str | None = None) -> int:
     editor = session.editor
     unsaved = set(editor.unsaved())
     rel = session.selected
+    pending = None if pending is None else normalize_caption(pending)  # as applying it would keep it
     if rel is not None and pending is not None and pending != editor.captions[rel]:
         unsaved.discard(rel)
         if pending != editor.saved[rel]:
@@ -234,7 +291,7 @@ def status_markdown(session: DatasetSession | None, pending: str | None = None) 
 def image_info(session: DatasetSession, rel: str) -> str:
     item = session.items[rel]
     text = session.editor.captions[rel]
-    tokens = caption_token_counts([text])[0] if text else 0
+    tokens = session.facts.tokens.get(rel, 0) if session.facts else 0
     over = f" (over {CLIP_MAX_TOKENS}: the rest is cut off)" if tokens > CLIP_MAX_TOKENS else ""
     source = "unsaved edit" if text != session.editor.saved[rel] else (item.caption_source or "none")
     return (f"`{printable(rel)}` · {item.width}×{item.height} px · {tokens} CLIP tokens{over} · caption from {source}")
@@ -242,8 +299,7 @@ def image_info(session: DatasetSession, rel: str) -> str:
 
 def report_markdown(report: dict[str, Any] | None) -> str:
     if report is None:
-        return ""
-    report = printable(report)  # a name with a newline stays inside its list item
+        return "Open a dataset to see its report: counts, skipped files, aspect buckets and the caption lint."
     counts = report["counts"]
     lines = [f"**{counts['found']} image files**: {counts['usable']} usable, {counts['skipped']} skipped; "
              f"{counts['captioned']} of {counts['usable']} captioned. Buckets at {report['resolution']} px."]
@@ -251,8 +307,9 @@ def report_markdown(report: dict[str, Any] | None) -> str:
         t = report["caption_tokens"]
         lines.append(f"Caption length in CLIP tokens: min {t['min']}, mean {t['mean']}, max {t['max']} "
                      f"(limit {t['limit']}).")
-    items = [f"- {html.escape(w)}" for w in report["warnings"]]
-    items += [f"- **{html.escape(p)}**" for p in report["problems"]]
+    # printable: a name with a newline stays inside its list item
+    items = [f"- {html.escape(printable(w))}" for w in report["warnings"]]
+    items += [f"- **{html.escape(printable(p))}**" for p in report["problems"]]
     verdict = "Ready to train." if report["ok"] else "**Not ready to train**: fix the problems above."
     return "\n\n".join([" ".join(lines), "\n".join(items), verdict] if items else [" ".join(lines), verdict])
 
@@ -272,8 +329,10 @@ def lint_table(report: dict[str, Any] | None) -> pd.DataFrame:
 
 
 def skipped_table(report: dict[str, Any] | None) -> pd.DataFrame:
-    return pd.DataFrame([[s["file"], s["reason"]] for s in (report or {}).get("skipped", [])],
-                        columns=SKIPPED_COLUMNS)
+    rows = [[s["file"], s["reason"]] for s in (report or {}).get("skipped", [])]
+    if report is not None and not rows:
+        rows = [["—", NO_SKIPPED]]
+    return pd.DataFrame(rows, columns=SKIPPED_COLUMNS)
 
 
 def buckets_table(report: dict[str, Any] | None) -> pd.DataFrame:
@@ -288,21 +347,26 @@ def sizes_table(report: dict[str, Any] | None) -> pd.DataFrame:
 
 def captions_table(session: DatasetSession | None) -> pd.DataFrame:
     """Every caption with its CLIP token count, longest first; those over 77 are flagged."""
-    if session is None:
+    if session is None or session.facts is None:
         return pd.DataFrame([], columns=CAPTION_COLUMNS)
-    captions = session.editor.captions
-    rels = [rel for rel, text in captions.items() if text]
-    counts = caption_token_counts([captions[rel] for rel in rels]) if rels else []
-    rows = [[rel, n, "yes" if n > CLIP_MAX_TOKENS else "", captions[rel]] for rel, n in zip(rels, counts)]
-    rows.sort(key=lambda row: -row[1])
+    captions, tokens = session.editor.captions, session.facts.tokens
+    rows = [[rel, n, "yes" if n > CLIP_MAX_TOKENS else "", captions[rel]] for rel, n in tokens.items()]
+    rows.sort(key=lambda row: (-row[1], session.facts.order[row[0]]))
+    if not rows:
+        rows = [["—", 0, "", NO_CAPTIONS]]
     return pd.DataFrame(rows, columns=CAPTION_COLUMNS)
 
 
 def duplicates_table(report: dict[str, Any] | None) -> pd.DataFrame:
     groups = (report or {}).get("duplicates", [])
-    return pd.DataFrame([[i, " = ".join(group)] for i, group in enumerate(groups, start=1)],
-                        columns=DUPLICATE_COLUMNS)
+    rows = [[i, " = ".join(group)] for i, group in enumerate(groups, start=1)]
+    if report is not None and not rows:
+        rows = [["—", NO_DUPLICATES]]
+    return pd.DataFrame(rows, columns=DUPLICATE_COLUMNS)
 
 
 def missing_table(report: dict[str, Any] | None) -> pd.DataFrame:
-    return pd.DataFrame([[rel] for rel in (report or {}).get("missing_captions", [])], columns=MISSING_COLUMNS)
+    rows = [[rel] for rel in (report or {}).get("missing_captions", [])]
+    if report is not None and not rows:
+        rows = [[NO_MISSING]]
+    return pd.DataFrame(rows, columns=MISSING_COLUMNS)
