@@ -175,7 +175,7 @@ def test_poll_sends_only_what_changed(roots):
                                  metrics=({"step": 1, "loss": 1.0, "loss_smoothed": 1.0},)))
     handlers = TrainHandlers(Studio(runner=runner, roots=roots))
     first = handlers.poll({})
-    seen = first[-1]
+    seen = first[-2]  # (the last output is the job the form follows)
     assert first[2] is not None and len(first[2]) == 2  # the chart: raw + smoothed
     again = handlers.poll(seen)
     assert all(isinstance(v, type(gr.skip())) for v in again[:-1])
@@ -222,10 +222,11 @@ def test_show_run_lists_checkpoints_samples_and_curve(handlers):
 
 def test_export_gives_downloadable_files(handlers):
     ckpt, _, _ = handlers
-    files = ckpt.export_checkpoint("done", 2, "webui")
+    files, note = ckpt.export_checkpoint("done", 2, "webui")
     assert [Path(f).suffix for f in files] == [".safetensors", ".json", ".png"]  # + A1111 sidecar and preview
     assert all(Path(f).is_relative_to(ckpt.studio.roots.outputs / "done" / "exports") for f in files)
-    (diffusers,) = ckpt.export_checkpoint("done", 4, "diffusers")
+    assert note.startswith("✓ Exported: wrote `done/exports/")  # beside the Export button
+    (diffusers,), _ = ckpt.export_checkpoint("done", 4, "diffusers")
     assert Path(diffusers).name == "pytorch_lora_weights.safetensors"
     with pytest.raises(gr.Error, match="no checkpoint at step 3"):
         ckpt.export_checkpoint("done", 3, "webui")

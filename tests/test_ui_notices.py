@@ -55,9 +55,9 @@ def test_an_invalid_form_disables_start_with_the_reason_beside_it(studio):
 
 def test_the_poll_keeps_start_disabled_while_the_form_is_invalid(studio):
     train = TrainHandlers(studio)
-    start = list(train.poll({}, False))[-1 - 6]  # the buttons are the last six outputs before `seen`
+    start = list(train.poll({}, False))[-2 - 6]  # the buttons are the last six outputs before `seen` and the job
     assert start.interactive is False
-    assert list(train.poll({}, True))[-1 - 6].interactive is True
+    assert list(train.poll({}, True))[-2 - 6].interactive is True
 
 
 def test_a_refused_start_is_one_line_in_the_notice_and_touches_nothing_else(studio):

@@ -128,8 +128,8 @@ def test_the_train_tab_poll_shows_the_validation_chart_of_the_studios_job(tmp_pa
     snap = studio.runner.snapshot()
     assert snap.status == "finished" and snap.last["step"] == 4 and "loss" in snap.last, "the job panel keeps the loss"
     out = TrainHandlers(studio).poll(None)
-    chart = out[3]
-    assert chart.constructor_args["visible"] is True
+    chart, box = out[3], out[4]  # the chart, and the column that holds it with its legend
+    assert box.constructor_args["visible"] is True
     assert sorted(set(chart.constructor_args["value"]["step"])) == [2, 4]
     assert chart.constructor_args["label"].startswith("Validation scores (tiny-random")
 

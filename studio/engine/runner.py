@@ -48,6 +48,8 @@ class Snapshot:
     error: str | None = None
     traceback: str | None = None
     started: float | None = None
+    config: RunConfig | None = None
+    """The config the job runs with (paths resolved, warm-up clamped): what a page opened during it shows."""
     version: int = 0
     """Bumped on every change: a poller that saw this version has nothing new to draw."""
 
@@ -134,7 +136,7 @@ class Runner:
             self._snap = Snapshot(status="loading", message="starting", run=run.name, step=start_step,
                                   total=config.train.max_steps, metrics=metrics, notices=notices,
                                   checkpoints=tuple(c.step for c in run.checkpoints()), started=time.time(),
-                                  version=self._snap.version + 1)
+                                  config=config, version=self._snap.version + 1)
         self._thread = threading.Thread(target=self._work, args=(run, config, resume, self._control),
                                         name=f"train-{run.name}", daemon=True)
         self._thread.start()

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import functools
 import html
+import importlib
 import logging
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +36,6 @@ log = logging.getLogger(__name__)
 TABS = (dataset_tab, train_tab, checkpoints_tab, compare_tab, score_tab)
 """Tab modules in page order: the workflow from photos to a scored LoRA."""
 
-POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def _header_html(env: dict[str, Any], settings: Settings) -> str:
-    device, precision = env["device"], env["precision"]
+def _header_html(env: dict[str, Any] | None, settings: Settings) -> str:
+    """The brand bar's chips: device and precision (once `env` is known: the page loads it after it is
+    served, because detecting the device imports PyTorch), and who can reach the studio."""
     if not settings.exposed:
         access = '<span class="chip" title="Only this computer can open the studio">local</span>'
     elif settings.auth:
@@ -78,12 +80,16 @@ def _header_html(env: dict[str, Any], settings: Settings) -> str:
     else:
         access = ('<span class="chip chip-warn" title="Anyone who can reach this address can use the studio">'
                   'exposed · no password</span>')
-    chips = [
-        f'<span class="chip" title="{html.escape(device["name"])}">device: {html.escape(device["type"])}</span>',
-        f'<span class="chip" title="{html.escape(precision["reason"] or "")}">'
-        f'precision: {html.escape(precision["precision"] or "unavailable")}</span>',
-        access,
-    ]
+    if env is None:
+        chips = ['<span class="chip" title="Loading PyTorch to find the accelerator">device: detecting…</span>', access]
+    else:
+        device, precision = env["device"], env["precision"]
+        chips = [
+            f'<span class="chip" title="{html.escape(device["name"])}">device: {html.escape(device["type"])}</span>',
+            f'<span class="chip" title="{html.escape(precision["reason"] or "")}">'
+            f'precision: {html.escape(precision["precision"] or "unavailable")}</span>',
+            access,
+        ]
     return (f'<div class="brand"><span class="brand-name">LoRA Studio</span>'
             f'<span class="brand-version">{__version__}</span>{"".join(chips)}</div>')
 
@@ -91,17 +97,16 @@ def _header_html(env: dict[str, Any], settings: Settings) -> str:
 def build_app(settings: Settings, runner: Runner | None = None) -> tuple[gr.Blocks, Studio]:
     """The Blocks app and its shared `Studio` (a new Runner unless one is given)."""
     roots = settings.roots
-    studio = Studio(runner=runner or Runner(roots.outputs, roots.models, datasets_dir=roots.datasets), roots=roots,
-                    env=environment_report(roots.outputs, roots.models))
+    studio = Studio(runner=runner or Runner(roots.outputs, roots.models, datasets_dir=roots.datasets), roots=roots)
     with gr.Blocks(title="LoRA Studio", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         studio.app = app
         with gr.Row(elem_id="studio-header"):
-            gr.HTML(_header_html(studio.env, settings), elem_id="brand", scale=3, min_width=480, padding=False)
+            brand = gr.HTML(_header_html(None, settings), elem_id="brand", scale=3, min_width=480, padding=False)
             with gr.Column(scale=2, min_width=320, elem_id="header-right"):
                 studio.header_job = gr.HTML(live.header_job_html(studio.runner.snapshot()), elem_id="header-job",
                                             label="Current job", padding=False)
                 studio.notice = gr.Markdown(elem_id="notice", padding=False, label="Last action")
-        studio.timer = gr.Timer(POLL_SECONDS)
+        studio.job_key = gr.State(None)
         with gr.Tabs() as studio.tabs:
             for module in TABS:
                 with gr.Tab(module.TITLE, id=module.TAB_ID) as tab:
@@ -109,7 +114,13 @@ def build_app(settings: Settings, runner: Runner | None = None) -> tuple[gr.Bloc
         studio.finish_build()
         app.load(functools.partial(_landing_tab, studio), None, studio.tabs, api_name="landing_tab",
                  api_visibility="private", show_progress="hidden")
+        app.load(functools.partial(_header_with_device, studio, settings), None, brand, api_visibility="private",
+                 show_progress="hidden", concurrency_limit=None)
     return app, studio
+
+
+def _header_with_device(studio: Studio, settings: Settings) -> str:
+    return _header_html(environment_report(studio.roots.outputs, studio.roots.models), settings)
 
 
 def _landing_tab(studio: Studio) -> Any:
@@ -167,8 +178,15 @@ def launch(args: argparse.Namespace) -> int:
     else:
         print(f"LoRA Studio is serving {app.local_url} but its page has not answered yet (a very busy machine?); "
               "try opening it in a minute. Stop it with Ctrl+C.", flush=True)
+    # The page is served before PyTorch and diffusers are imported (several CPU-seconds); import them now,
+    # in the background, so the first Start or Generate does not pay for it.
+    threading.Thread(target=_import_engine, name="import-engine", daemon=True).start()
     app.block_thread()  # until Ctrl+C
     return 0
+
+
+def _import_engine() -> None:
+    importlib.import_module("studio.engine.train")  # torch, diffusers, peft
 
 
 def wait_for_page(local_url: str, timeout_s: float = 300.0) -> bool:

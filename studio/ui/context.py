@@ -76,11 +76,12 @@ class Studio:
     """The grid pipeline and scoring backbones kept loaded (freed when a job takes the accelerator)."""
     app: gr.Blocks | None = None
     tabs: gr.Tabs | None = None
-    timer: gr.Timer | None = None
+    job_key: gr.State | None = None
+    """(run, status, checkpoints) of the studio's job, set by the Train tab's live stream: a tab that
+    lists runs or checkpoints follows its changes (one event per change, no timer)."""
     header_job: gr.HTML | None = None
     notice: gr.Markdown | None = None
     """The header's one-line answer to the last action (started, paused, refused and why)."""
-    env: dict[str, Any] = field(default_factory=dict)
     train: TrainLink | None = None
     score: ScoreLink | None = None
     _deferred: list[Callable[[], None]] = field(default_factory=list, repr=False)

@@ -9,6 +9,7 @@ paths are confined to the studio's roots before the config is validated.
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import Any, get_args
 
 import gradio as gr
@@ -162,6 +163,18 @@ def form_values(config: RunConfig) -> dict[str, Any]:
             value = ""
         out[key] = value
     return out
+
+
+def job_form_values(config: RunConfig, roots: Roots) -> dict[str, Any]:
+    """A running job's config as the form shows it: its paths (absolute once the run resolved them) as
+    the names the pickers list when they lie inside the studio's roots."""
+    values = form_values(config)
+    for key in PATH_KEYS:
+        root = roots.datasets if key == "data.dir" else roots.models
+        path = Path(str(values[key]))
+        if values[key] and path.is_absolute() and path.is_relative_to(root):
+            values[key] = path.relative_to(root).as_posix()
+    return values
 
 
 def _parse(key: str, raw: Any) -> Any:

@@ -1,8 +1,9 @@
 """From a runner snapshot (or a run's metrics on disk) to what the page draws.
 
 Pure functions, no components: the loss frame for the chart (downsampled, so a long run still
-sends at most ~2000 points a tick), the job panel and header badge HTML, the sample gallery and
-which control buttons make sense in the current state.
+sends at most ~1000 points when the chart is redrawn), the legend chips under the charts, the job
+panel and header badge HTML (both drawn from the same snapshot, so they always show the same step),
+the sample gallery and which control buttons make sense in the current state.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from typing import Any
 import pandas as pd
 
 from studio.engine.builtin import noise_note
-from studio.engine.environment import human_bytes
 from studio.engine.runner import Snapshot
 from studio.engine.runs import RunFolder
 
-MAX_CHART_STEPS = 1000
-"""Points per series; raw and smoothed loss together stay within ~2000 points."""
+MAX_CHART_STEPS = 500
+"""Points per series; raw and smoothed loss together stay within ~1000 points. Every redraw rebuilds the
+whole chart in the browser, which on a busy 2-core machine costs the page (and the job) more than the
+points are worth."""
+LOSS_COLORS = {"raw": "#94a3b8", "smoothed": "#4f46e5"}
+SCORE_COLORS = {"CLIP-I": "#0891b2", "CLIP-T": "#d97706", "DINO": "#16a34a"}
 
 STATUS_LABELS = {
     "idle": "Idle", "loading": "Loading", "caching": "Caching", "training": "Training", "paused": "Paused",
@@ -94,16 +98,37 @@ def badge_html(status: str, extra: str = "") -> str:
     return f'<span class="status-badge status-{html.escape(status)}">{html.escape(label)}</span>{tail}'
 
 
+def legend_html(colors: dict[str, str], label: str) -> str:
+    """The chart's legend as chips (a line swatch in the series colour and its name); the plot's own
+    legend is off, its hollow circles read as radio buttons."""
+    chips = "".join(f'<span class="series-chip" role="listitem"><i style="background:{html.escape(color)}"></i>'
+                    f'{html.escape(name)}</span>' for name, color in colors.items())
+    return f'<div class="series-chips" role="list" aria-label="{html.escape(label)}">{chips}</div>'
+
+
 def header_job_html(snap: Snapshot) -> str:
+    """The header's badge: status, run and step of the same snapshot the job panel draws."""
     if snap.run is None:
         return badge_html("idle", "no job")
     extra = f"{snap.run} · {snap.step}/{snap.total}" if snap.total else snap.run
     return badge_html(snap.status, extra)
 
 
-def _stat(label: str, value: str) -> str:
-    return (f'<div class="stat"><span class="stat-label">{html.escape(label)}</span>'
-            f'<span class="stat-value">{html.escape(value)}</span></div>')
+def compact_bytes(n: float) -> str:
+    """Memory in at most 6 characters, so it fits its tile: 812 MB, 1.0 GB, 23.4 GB."""
+    mb = n / 2**20
+    if mb < 999.5:
+        return f"{mb:.0f} MB"
+    return f"{n / 2**30:.1f} GB"
+
+
+def _stat(label: str, value: str, of: str = "") -> str:
+    """One tile; `of` is a quieter tail that may wrap under the value (the step's total). Hovering a tile
+    shows it whole ("Step 1400/3000")."""
+    tail = f'<wbr><span class="stat-of">/{html.escape(of)}</span>' if of else ""
+    whole = html.escape(f"{label} {value}/{of}" if of else f"{label} {value}")
+    return (f'<div class="stat" title="{whole}"><span class="stat-label">{html.escape(label)}</span>'
+            f'<span class="stat-value">{html.escape(value)}{tail}</span></div>')
 
 
 def _message(snap: Snapshot) -> str:
@@ -122,14 +147,14 @@ def job_html(snap: Snapshot) -> str:
     fraction = min(1.0, snap.step / snap.total) if snap.total else 0.0
     loss = last.get("loss")
     stats = [
-        _stat("Step", f"{snap.step}/{snap.total}"),
-        _stat("Epoch", f"{snap.epoch}/{snap.epochs}" if snap.epochs else "—"),
+        _stat("Step", str(snap.step), str(snap.total)),
+        _stat("Epoch", str(snap.epoch), str(snap.epochs)) if snap.epochs else _stat("Epoch", "—"),
         _stat("Loss", f"{loss:.4f}" if loss is not None else "—"),
         _stat("Smoothed", f"{last['loss_smoothed']:.4f}" if last.get("loss_smoothed") is not None else "—"),
         _stat("LR", f"{last['lr']:.1e}" if last.get("lr") is not None else "—"),
         _stat("Steps/s", f"{last['steps_per_s']:.2f}" if last.get("steps_per_s") else "—"),
         _stat("ETA", format_duration(snap.eta_s)),
-        _stat("Memory", human_bytes(last["memory"]) if last.get("memory") else "—"),
+        _stat("Memory", compact_bytes(last["memory"]) if last.get("memory") else "—"),
     ]
     return (
         f'<div class="job-panel">{badge_html(snap.status, snap.run)}'

@@ -1,15 +1,21 @@
 """Train tab: pick a preset, adjust the schema-generated settings, start, and watch the job live.
 
 Out of the box the form holds the `tiny-demo` preset on the built-in demo dataset, so pressing
-Start with no typing trains a LoRA in about a minute. The live view polls the shared runner's
-snapshot on the app's one timer and only resends what changed since this page last drew it.
+Start with no typing trains a LoRA in about a minute. The live view is one stream per page
+(`follow`): it looks at the shared runner's in-memory snapshot four times a second and sends the
+header and the job panel (tiles, progress bar), both drawn from the same snapshot, whenever it
+changed; the rest of the view (`poll`: buttons, samples, error, the loss chart at most every
+`CHART_SECONDS`) is sent only when it changed. A page opened while a job runs shows that job's
+settings, read-only until it ends.
 Test setup runs the engine's dry run on the form (a few real steps) and reports speed, memory and
 the projected run.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import gradio as gr
 
@@ -20,7 +26,7 @@ from studio.ui import live
 from studio.ui.notices import Refusal, refusing
 from studio.ui.context import TRAIN_TAB, Step, TrainLink
 from studio.ui.form import (FIELD_ORDER, base_model_choices, build_form, cli_command, dataset_choices, form_config,
-                             form_values, model_family)
+                             form_values, job_form_values, model_family)
 from studio.ui.security import PathNotAllowed
 
 if TYPE_CHECKING:
@@ -29,6 +35,13 @@ if TYPE_CHECKING:
 TITLE, TAB_ID = "Train", TRAIN_TAB
 DEFAULT_PRESET = "tiny-demo"
 BUTTONS = ("start", "pause", "resume", "stop", "sample", "save")
+LIVE_SECONDS = 0.25
+"""How often a page's stream looks at the snapshot: the page's step trails the engine's by this plus delivery."""
+CHART_SECONDS = 3.0
+"""While a job runs, the charts are redrawn at most this often (new points wait; an ended job's come at once)."""
+RESTART_SECONDS = 5.0
+"""A page whose stream ended (a dropped connection) starts a new one within this (the tick is ignored while
+one runs)."""
 
 
 def config_notes(config) -> str:
@@ -46,6 +59,7 @@ class TrainHandlers:
     def __init__(self, studio: Studio):
         self.studio = studio
         self._has_prompts: dict[str, bool] = {}
+        self._frame: tuple[Any, Any] = (None, None)
 
     # --- settings ------------------------------------------------------------------------------
     def load_preset(self, preset: str) -> tuple[Any, ...]:
@@ -76,11 +90,23 @@ class TrainHandlers:
         """Picking a built-in or local model sets model.family to what the model is."""
         return model_family(self.studio.roots, base) or family
 
-    def on_load(self, preset: str) -> tuple[Any, Any, str]:
-        """A page (re)load: fresh model and dataset lists and a run name that is free now."""
+    def on_load(self, preset: str) -> tuple[Any, Any, Any]:
+        """A page (re)load: fresh model and dataset lists and a run name that is free now (while a job
+        runs, the form shows that job's name instead: `show_job`)."""
         roots = self.studio.roots
-        return (gr.Dropdown(choices=base_model_choices(roots)), gr.Dropdown(choices=dataset_choices(roots)),
-                suggest_run_name(roots.outputs, preset))
+        name = gr.skip() if self.studio.runner.snapshot().active else suggest_run_name(roots.outputs, preset)
+        return gr.Dropdown(choices=base_model_choices(roots)), gr.Dropdown(choices=dataset_choices(roots)), name
+
+    def show_job(self, preset: str, run_name: str, job: str | None) -> tuple[Any, ...]:
+        """The form follows the studio's job (`job`: its run name while it runs, else None): while it runs,
+        that job's settings and name, read-only; once it ends, editable again under a free run name."""
+        snap = self.studio.runner.snapshot()
+        if job and snap.run == job and snap.config is not None:
+            values = job_form_values(snap.config, self.studio.roots)
+            return (gr.Dropdown(interactive=False), *(gr.update(value=values[k], interactive=False) for k in FIELD_ORDER),
+                    gr.Textbox(value=job, interactive=False))
+        return (gr.Dropdown(interactive=True), *(gr.update(interactive=True) for _ in FIELD_ORDER),
+                gr.Textbox(value=self.suggest_name(preset, run_name), interactive=True))
 
     def suggest_name(self, preset: str, run_name: str = "") -> Any:
         """A free run name once the typed one is taken (a run started under it) or none was typed;
@@ -136,9 +162,8 @@ class TrainHandlers:
     def _command(self, action, done: str) -> str:
         try:
             action()
-        except RuntimeError as err:
-            gr.Warning(str(err))
-            return live.notice(f"⚠️ {err}")
+        except RuntimeError as err:  # not in this state (e.g. save now while paused): a notice, not a toast
+            raise Refusal(str(err)) from None
         return live.notice(done)
 
     def pause(self) -> str:
@@ -157,14 +182,36 @@ class TrainHandlers:
         return self._command(self.studio.runner.save_now, "A checkpoint will be saved after this step.")
 
     # --- live view -----------------------------------------------------------------------------
+    async def follow(self) -> AsyncIterator[tuple[str, str, tuple, tuple]]:
+        """The live view's stream, one per open page: the header and the job panel (tiles, progress bar),
+        both from each new snapshot, looked at every LIVE_SECONDS; the key of the rest of the view,
+        whose changes run `poll`: the job's run, status, samples and error, and its metric rows, these
+        at most every CHART_SECONDS while it runs (a redraw of the chart is the page's costliest work);
+        and the job's key (run, status, checkpoints), whose changes the Checkpoints and Compare tabs follow.
+
+        A stream costs the server only what changes: no request per tick, and nothing while the job is idle."""
+        version, key, rows, rows_at = None, None, -1, 0.0
+        while True:
+            snap = self.studio.runner.snapshot()
+            now = time.monotonic()
+            if len(snap.metrics) != rows and (not snap.active or now - rows_at >= CHART_SECONDS):
+                rows, rows_at = len(snap.metrics), now
+            fresh = (snap.run, snap.status, snap.sample_step, len(snap.samples), snap.error, rows)
+            if snap.version != version or fresh != key:
+                version, key = snap.version, fresh
+                yield live.header_job_html(snap), live.job_html(snap), key, (snap.run, snap.status, tuple(snap.checkpoints))
+            await asyncio.sleep(LIVE_SECONDS)
+
     def poll(self, seen: dict[str, Any] | None, form_ok: bool = True) -> tuple[Any, ...]:
-        """One tick: what changed since this page last drew (`seen`), else gr.skip(). Start stays
-        disabled while this page's form is invalid (`form_ok`, from `resolve_config`)."""
+        """The whole live view, sending only what changed since this page last drew it (`seen`), else
+        gr.skip(): on a page load, after each command and when `follow`'s key changes. Start stays
+        disabled while this page's form is invalid (`form_ok`, from `resolve_config`). The last output is
+        the job the form follows (its run while it runs, else None)."""
         snap = self.studio.runner.snapshot()
         seen = dict(seen or {})
-        count = 8 + len(BUTTONS)
+        job = snap.run if snap.active else None
         if seen.get("version") == snap.version:
-            return (*[gr.skip()] * count, seen)
+            return (*[gr.skip()] * (9 + len(BUTTONS)), gr.skip(), job)
 
         def changed(part: str, key: Any) -> bool:
             fresh = seen.get(part) != key
@@ -173,12 +220,13 @@ class TrainHandlers:
 
         run = RunFolder(self.studio.roots.outputs / snap.run) if snap.run else None
         out: list[Any] = [live.header_job_html(snap), live.job_html(snap)]
-        out.append(live.loss_frame(snap.metrics) if changed("chart", (snap.run, len(snap.metrics))) else gr.skip())
+        out.append(self._loss_frame(snap) if changed("chart", (snap.run, len(snap.metrics))) else gr.skip())
         scored = live.scores_frame(snap.metrics)
         if changed("scores", (snap.run, 0 if scored is None else len(scored))):
-            out.append(gr.LinePlot(value=scored, visible=scored is not None, label=live.scores_label(snap.metrics)))
+            out += [gr.LinePlot(value=scored, label=live.scores_label(snap.metrics)),
+                    gr.Column(visible=scored is not None)]
         else:
-            out.append(gr.skip())
+            out += [gr.skip()] * 2
         if changed("samples", (snap.run, snap.sample_step, snap.samples)):
             label = f"Latest samples · step {snap.sample_step}" if snap.sample_step is not None else "Latest samples"
             items = live.gallery_items(run, snap.sample_step, snap.samples) if run else []
@@ -196,7 +244,15 @@ class TrainHandlers:
         else:
             out += [gr.skip()] * len(BUTTONS)
         seen["version"] = snap.version
-        return (*out, seen)
+        return (*out, seen, job)
+
+    def _loss_frame(self, snap) -> Any:
+        """The loss chart's frame, built once per new point for every page that polls (5 pages: one build)."""
+        key = (snap.run, len(snap.metrics))
+        cached = self._frame
+        if cached[0] != key:
+            cached = self._frame = (key, live.loss_frame(snap.metrics))
+        return cached[1]
 
     def _run_has_prompts(self, run: RunFolder | None) -> bool:
         """Sample now needs sample.prompts; read once per run from its config."""
@@ -249,16 +305,23 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                 with gr.Accordion("Traceback", open=False):
                     traceback = gr.Code(language="python", label="Traceback", interactive=False, max_lines=40)
             with gr.Row(equal_height=True):
-                chart = gr.LinePlot(None, x="step", y="loss", color="series", label="Loss", elem_id="loss-chart",
-                                    color_map={"raw": "#94a3b8", "smoothed": "#4f46e5"},
-                                    x_title="step", y_title="loss")
-                score_chart = gr.LinePlot(None, x="step", y="score", color="metric", label="Validation scores",
-                                          elem_id="validation-chart", x_title="step", y_title="cosine",
-                                          visible=False)
+                with gr.Column(min_width=240):
+                    chart = gr.LinePlot(None, x="step", y="loss", color="series", label="Loss", elem_id="loss-chart",
+                                        color_map=live.LOSS_COLORS, colors_in_legend=[], x_title="step",
+                                        y_title="loss")
+                    gr.HTML(live.legend_html(live.LOSS_COLORS, "Loss series"), padding=False)
+                with gr.Column(min_width=240, visible=False) as score_box:
+                    score_chart = gr.LinePlot(None, x="step", y="score", color="metric", label="Validation scores",
+                                              elem_id="validation-chart", color_map=live.SCORE_COLORS,
+                                              colors_in_legend=[], x_title="step", y_title="cosine")
+                    gr.HTML(live.legend_html(live.SCORE_COLORS, "Validation series"), padding=False)
             gallery = gr.Gallery(label="Latest samples", elem_id="latest-samples", columns=4, height=240,
                                  object_fit="contain", allow_preview=True)
     seen = gr.State({})
     form_ok = gr.State(True)
+    followed = gr.State(None)  # the run of the job the form shows (None: no job); the poll sets it
+    view_key = gr.State(None)  # what `follow` last saw of the rest of the view; a change runs the poll
+    restart = gr.Timer(RESTART_SECONDS)
 
     # 2. Events. Settings: a preset fills every field; any edit re-resolves the config.
     field_list = list(fields.values())
@@ -271,12 +334,20 @@ def build(studio: Studio, tab: gr.Tab) -> None:
         handlers.resolve_config, [preset, run_name], resolved, inputs_kwargs=fields, api_visibility="private")
 
     # The job: every command refreshes the live view at once instead of waiting for the tick.
-    live_outputs = [studio.header_job, job, chart, score_chart, gallery, error_box, error, traceback,
-                    *buttons.values(), seen]
+    live_outputs = [studio.header_job, job, chart, score_chart, score_box, gallery, error_box, error, traceback,
+                    *buttons.values(), seen, followed]
     refresh = dict(fn=handlers.poll, inputs=[seen, form_ok], outputs=live_outputs, concurrency_limit=None,
                    show_progress="hidden", api_visibility="private")
-    studio.timer.tick(handlers.poll, [seen, form_ok], live_outputs, api_name="poll", concurrency_limit=None,
-                      show_progress="hidden")
+    gr.on([studio.app.load, restart.tick], handlers.follow, None, [studio.header_job, job, view_key, studio.job_key],
+          api_name="live",
+          concurrency_limit=None, show_progress="hidden", trigger_mode="once")
+    view_key.change(handlers.poll, [seen, form_ok], live_outputs, api_name="poll", concurrency_limit=None,
+                    show_progress="hidden")
+    # The form follows the job: its settings, read-only, while it runs (also on a page opened during it).
+    followed.change(handlers.show_job, [preset, run_name, followed], [preset, *field_list, run_name],
+                    api_visibility="private", show_progress="hidden").then(
+        handlers.resolve_config, [preset, run_name], resolved, inputs_kwargs=fields, api_visibility="private",
+        show_progress="hidden")
     # A refusal (bad setting, busy accelerator, taken name) is one line in the header's notice area.
     started = buttons["start"].click(inputs=run_name, **refusing(handlers.start, studio.notice, studio.notice),
                                      inputs_kwargs=fields, api_name="start")
@@ -287,10 +358,10 @@ def build(studio: Studio, tab: gr.Tab) -> None:
     commands = {"pause": handlers.pause, "resume": handlers.resume, "stop": handlers.stop,
                 "sample": handlers.sample_now, "save": handlers.save_now}
     for name, fn in commands.items():
-        buttons[name].click(fn, None, studio.notice, api_name=fn.__name__).then(**refresh)
+        buttons[name].click(inputs=None, **refusing(fn, studio.notice, studio.notice), api_name=fn.__name__).then(
+            **refresh)
     # What other tabs may fill in (Dataset → "Use for training") and how to re-resolve after they do.
     studio.train = TrainLink(fields=fields, resolve=Step(handlers.resolve_config, [preset, run_name], resolved,
                                                          inputs_kwargs=fields))
     studio.app.load(handlers.on_load, preset, [base, fields["data.dir"], run_name], api_name="on_load",
                     show_progress="hidden")
-    studio.app.load(**refresh)
