@@ -359,3 +359,24 @@ def test_a_version_1_manifest_still_loads_and_renders_again(run, cache):
     again = make_grid(run, spec_from_manifest(old, grid.folder), cache=cache, name="from-v1")
     assert np.array_equal(_pixels(Image.open(again.folder / "r00-c01.png")),
                           _pixels(Image.open(grid.folder / "r00-c01.png")))
+
+
+@pytest.mark.parametrize("labels", [
+    ["prompt only", "step 200 · ×0.5", "final · ×1"],
+    ["prompt only", "step 1000 · ×0.75", "Freepik (external)", "a-generator-name-without-any-space-in-it"],
+])
+def test_every_column_label_is_drawn_inside_its_own_column(labels):
+    """The labelled grid's headers wrap inside their cell, and the last one keeps off the right edge."""
+    from studio.eval.grid_image import MARGIN, PAD, ROW_LABEL_WIDTH, draw_grid, fit_cell
+
+    cells = [[Image.new("RGB", (64, 64), (255, 255, 255)) for _ in labels]]
+    picture = np.asarray(draw_grid(cells, labels, [("a photo", "seed 1")]).convert("L"))
+    cell_w = fit_cell(cells[0][0]).width
+    header = picture[:PAD * 2 + 3 * 20, ROW_LABEL_WIDTH:]  # the header band above the cells
+    ink = np.nonzero(header.min(axis=0) < 200)[0]
+    assert picture.shape[1] - (ROW_LABEL_WIDTH + ink.max()) > MARGIN, "the last label keeps off the right edge"
+    gap = picture.shape[1] - ROW_LABEL_WIDTH - MARGIN - len(labels) * cell_w
+    pitch = cell_w + gap / max(1, len(labels) - 1)
+    for column in range(len(labels)):  # no label runs into the next column
+        inside = ink[(ink >= column * pitch) & (ink < column * pitch + pitch)]
+        assert len(inside) and inside.max() < column * pitch + cell_w, labels[column]

@@ -19,6 +19,7 @@ from studio.engine.runs import RunFolder
 from studio.engine.train import run_training
 from studio.ui.app import Studio
 from studio.ui.checkpoints_tab import CheckpointHandlers
+from studio.ui.notices import Refusal
 from studio.ui.security import Roots
 
 
@@ -35,6 +36,12 @@ def handlers(tmp_path_factory) -> CheckpointHandlers:
     return CheckpointHandlers(studio)
 
 
+def exported_files(shown) -> list[str]:
+    """The files an export offers for download."""
+    files, _note = shown
+    return files or []
+
+
 def _pixels(path) -> np.ndarray:
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"))
@@ -44,12 +51,15 @@ def test_webui_export_with_a_chosen_preview(handlers):
     *_, preview = handlers.show_run("done")
     values = [value for _, value in preview.choices]
     assert values[:2] == ["auto", "none"] and "step-000002/p00-s2.png" in values
-    files = handlers.export_checkpoint("done", 4, "webui", "step-000002/p00-s2.png")
+    shown, note = handlers.export_checkpoint("done", 4, "webui", "step-000002/p00-s2.png")
+    files = exported_files((shown, note))
     assert [Path(f).suffix for f in files] == [".safetensors", ".json", ".png"]
+    assert note.startswith("✓ Exported: wrote `done/exports/") and "Exported files, just below" in note
     run = RunFolder(handlers.studio.roots.outputs / "done")
     assert (_pixels(files[2]) == _pixels(run.samples_dir / "step-000002" / "p00-s2.png")).all()
-    with pytest.raises(gr.Error, match="no sample image"):
+    with pytest.raises(Refusal, match="no sample image") as refused:
         handlers.export_checkpoint("done", 4, "webui", "../../etc/passwd")
+    assert refused.value.field == "preview"
 
 
 def test_notice_beside_export_says_what_and_how_big(handlers):
@@ -66,12 +76,12 @@ def test_notice_beside_export_says_what_and_how_big(handlers):
 
 def test_merged_exports_stay_on_the_server_with_a_notice(handlers):
     run = RunFolder(handlers.studio.roots.outputs / "done")
-    assert handlers.export_checkpoint("done", 2, "checkpoint", "auto", 0.5) == []
+    shown, note = handlers.export_checkpoint("done", 2, "checkpoint", "auto", 0.5)
+    assert exported_files((shown, note)) == [] and shown is None
     path = default_out(run, "checkpoint", 2, 0.5)
     assert path.is_file() and path.with_suffix(".preview.png").is_file()
-    note = handlers.exported("done", 2, "checkpoint", 0.5)
-    assert path.name in note and "MB" in note
-    assert handlers.export_checkpoint("done", 2, "pipeline", "auto", 1.0) == []
+    assert path.name in note and "MB" in note and "stays on this machine" in note
+    assert exported_files(handlers.export_checkpoint("done", 2, "pipeline", "auto", 1.0)) == []
     assert (default_out(run, "pipeline", 2) / "model_index.json").is_file()
 
 
@@ -79,5 +89,6 @@ def test_export_errors_in_ui_words(handlers):
     with ACCELERATOR.hold("training", "someone-else"):
         with pytest.raises(gr.Error, match="busy with"):
             handlers.export_checkpoint("done", 4, "checkpoint", "auto", 1.0)
-    with pytest.raises(gr.Error, match="no checkpoint at step 3"):
+    with pytest.raises(Refusal, match="no checkpoint at step 3") as refused:
         handlers.export_checkpoint("done", 3, "pipeline")
+    assert refused.value.field == "checkpoint"

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client
-from gradio_client.exceptions import AppError
 
 from studio.config import load_config
 from studio.engine.runs import RunFolder
@@ -179,8 +178,8 @@ def test_handler_calls_outside_the_roots_are_refused(exposed):
         notice = client.predict(api_name="/start", run_name="x", **{key: value})  # a refusal is a notice
         assert "⚠️ Cannot start" in notice and re.search("outside the (datasets|models) folder", notice)
     for run in ("../datasets", str(files["outside"].parent), "run/../../models"):
-        with pytest.raises(AppError, match="run name"):
-            client.predict(run, 1, "webui", api_name="/export_checkpoint")
+        *_, refused = client.predict(run, 1, "webui", api_name="/export_checkpoint")  # a refusal is a notice
+        assert "⚠️" in refused and "run name" in refused
         refused = client.predict(run, 1, api_name="/delete_checkpoint")  # a refusal is a notice
         assert "⚠️" in refused and "run name" in refused
     assert files["outside"].exists() and files["models"].exists()

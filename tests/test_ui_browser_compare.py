@@ -85,6 +85,7 @@ def test_grid_of_prompt_only_against_the_lora_then_score_it(studio_url, browser)
     expect(page.locator("#score-recommendation")).to_contain_text("Recommended: final · ×1")
     page.wait_for_function("() => document.querySelectorAll('#score-chart svg path, #score-chart svg symbol, "
                            "#score-chart canvas').length > 0", timeout=TIMEOUT_MS)
+    expect(page.locator("#score-legend .legend-chip")).to_have_text(["prompt only (baseline)", "final · ×1"])
     screenshot(page, "score")
     page.close()
 

@@ -34,7 +34,7 @@ GRID = dict(prompts=PROMPT, seeds="1,2", checkpoints=["final"], prompt_only=True
 SAMPLER = (2, 7.5, 64, 64, "")
 """Inference steps, guidance, width, height, negative prompt: the Advanced fields."""
 SHOWN = ["summary", "gallery", "row", "column", "slider", "grid_image", "download"]
-SCORECARD = ["banner", "summary", "table", "chart", "recommendation", "images"]
+SCORECARD = ["banner", "summary", "table", "chart", "legend", "recommendation", "images"]
 
 
 class Progress:
@@ -161,11 +161,11 @@ def test_typed_prompts_are_never_read_as_a_file():
     assert prompt_lines("a {trigger}\n\n# note\n b ") == ["a {trigger}", "b"]
 
 
-def test_while_training_holds_the_accelerator_make_grid_warns_and_writes_nothing(compare, studio, grid):
+def test_while_training_holds_the_accelerator_make_grid_is_refused_and_writes_nothing(compare, studio, grid, recwarn):
     before = sorted(p.name for p in (studio.roots.outputs / RUN / "grids").iterdir())
-    with ACCELERATOR.hold("training tiny-run"), pytest.warns(UserWarning, match="busy with training tiny-run"):
-        out = compare.make_grid(RUN, **GRID, grid_name="busy", progress=Progress())
-    assert "⚠️" in out[-1] and "busy with training tiny-run" in out[-1]
+    with ACCELERATOR.hold("training tiny-run"), pytest.raises(Refusal, match="busy with training tiny-run"):
+        compare.make_grid(RUN, **GRID, grid_name="busy", progress=Progress())
+    assert not [w for w in recwarn if "busy" in str(w.message)], "a notice, not a toast"
     assert sorted(p.name for p in (studio.roots.outputs / RUN / "grids").iterdir()) == before
 
 
@@ -174,7 +174,7 @@ def test_send_to_score_picks_the_run_and_grid_and_selects_the_score_tab(compare,
     assert arg(run, "value") == RUN and RUN in arg(run, "choices")
     assert arg(grid_pick, "value") == "first" and "first" in arg(grid_pick, "choices")
     assert arg(tabs, "selected") == "score"
-    with pytest.raises(gr.Error, match="make a grid"):
+    with pytest.raises(gr.Error, match="Make a grid"):
         compare.send_to_score(RUN, None)
 
 
@@ -246,7 +246,7 @@ def test_a_scored_grid_reopens_from_scores_json_without_recomputing(score, score
     import studio.ui.score_tab as score_tab
 
     monkeypatch.setattr(score_tab, "score_grid", lambda *a, **k: pytest.fail("recomputed"))
-    banner, summary, table, chart, recommendation, images = score.show_scores(RUN, "first", "CLIP-I")
+    banner, summary, table, chart, legend, recommendation, images = score.show_scores(RUN, "first", "CLIP-I")
     assert table.equals(scored["table"]) and recommendation == scored["recommendation"]
     assert arg(chart, "y_title") == "fidelity: CLIP-I (tiny-random)"
     _, summary, table, *_ = score.show_scores(RUN, "second", "DINO")
@@ -284,7 +284,7 @@ def test_scoring_refusals(score, grid, studio):
     line, details = offline.value.line, offline.value.details
     assert line.startswith("Cannot load the CLIP backbone `ViT-B-32-quickgelu/openai`: pick another in the CLIP")
     assert len(line.split()) <= 30 and "--clip" not in line + details and "run the same command" not in line + details
-    assert details
+    assert details and offline.value.field == "clip"  # the CLIP backbone box is outlined
     with pytest.raises(gr.Error, match="outside the datasets folder"):
         score.score(RUN, "first", TINY_RANDOM, TINY_RANDOM, "../outputs", "DINO", progress=Progress())
     with pytest.raises(PathNotAllowed):
@@ -293,7 +293,7 @@ def test_scoring_refusals(score, grid, studio):
         eval_view.dino_backbone(studio.roots, "/etc/passwd")
     with pytest.raises(PathNotAllowed):
         eval_view.inception_backbone(studio.roots, "/etc/passwd")
-    with pytest.raises(gr.Error, match="pick a grid"):
+    with pytest.raises(Refusal, match="Pick a grid"):
         score.score(RUN, "", TINY_RANDOM, TINY_RANDOM, TRAINING_IMAGES, "DINO", progress=Progress())
 
 
@@ -326,7 +326,7 @@ def test_a_grid_takes_a_baseline_prompt_and_another_generators_images(compare, s
     assert [label for label, _ in arg(seed_grid["column"], "choices")] == ["final · ×1", "Freepik"]
     with pytest.raises(gr.Error, match="already a column 'Freepik'"):
         compare.add_external("Freepik", ["x.png"], seed_grid["external"])
-    with pytest.raises(gr.Error, match="upload the generator's images first"):
+    with pytest.raises(gr.Error, match="Upload the generator's images first"):
         compare.add_external("Gemini", None, seed_grid["external"])
     with pytest.raises(gr.Error, match="no images among the files"):
         compare.add_external("Gemini", ["/tmp/notes.txt"], seed_grid["external"])
@@ -337,8 +337,8 @@ def test_a_grid_takes_a_baseline_prompt_and_another_generators_images(compare, s
 
 
 def test_the_scorecard_shows_consistency_for_every_column_and_the_external_point(score, seed_grid):
-    banner, summary, table, chart, recommendation, images = score.score(
-        RUN, "seed-question", TINY_RANDOM, TINY_RANDOM, TRAINING_IMAGES, "DINO", progress=Progress())[:6]
+    banner, summary, table, chart, legend, recommendation, images = score.score(
+        RUN, "seed-question", TINY_RANDOM, TINY_RANDOM, TRAINING_IMAGES, "DINO", progress=Progress())[:7]
     assert list(table["Column"]) == ["baseline prompt", "final · ×1", "Freepik (external)"]
     assert all(value.endswith(" %") for value in table["Consistent"])
     assert list(arg(chart, "value")["column"]) == ["baseline prompt", "final · ×1", "Freepik (external)"]
@@ -354,7 +354,7 @@ def test_a_batch_goes_to_score_and_is_scored_as_a_distribution(compare, score, s
                            progress=Progress())
     run, batch, tabs = compare.send_batch_to_score(RUN, "to-score")
     assert arg(run, "value") == RUN and arg(batch, "value") == "to-score" and arg(tabs, "selected") == "score"
-    with pytest.raises(gr.Error, match="generate batch 'nope'"):
+    with pytest.raises(gr.Error, match="has no batch 'nope': generate it first"):
         compare.send_batch_to_score(RUN, "nope")
     summary, table = score.show_batch(RUN, "to-score")
     assert "is not scored yet" in summary and table.empty
@@ -404,4 +404,6 @@ def test_the_tabs_build_with_their_api_names(studio):
             "show_scores", "score_grid", "add_external", "clear_external", "send_batch_to_score",
             "show_batch_scores", "score_batch"} <= names
     send = next(fn for fn in app.fns.values() if fn.api_name == "send_to_score")
-    assert [o._id for o in send.outputs] == [built.score.run._id, built.score.grid._id, built.tabs._id]
+    # then the notice (a refusal) and the Earlier grids field (outlined when no grid is picked)
+    assert [o._id for o in send.outputs][:4] == [built.score.run._id, built.score.grid._id, built.tabs._id,
+                                                 built.notice._id]

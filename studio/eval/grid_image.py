@@ -4,7 +4,9 @@ Cells are shown between 128 and 512 px on their longer side: tiny 64 px images a
 NEAREST (pixels stay pixels, the labels stay readable), 1024 px SDXL images are halved so a grid of
 a few prompts × seeds × checkpoints stays a picture one can open; the images themselves are saved
 at full size beside it. Labels use a common Unicode system font when there is one, else PIL's
-bundled font (no files needed); a character the font lacks is drawn as its nearest ASCII.
+bundled font (no files needed); a character the font lacks is drawn as its nearest ASCII. Every
+label wraps inside its own cell or row-label band, and a margin keeps the last column's label off the
+picture's right edge (where viewers put their buttons).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ MAX_CELL = 512
 FONT_SIZE = 14
 PAD = 6
 GAP = 4
+MARGIN = 12
+"""Blank border right of the last column and below the last row."""
 ROW_LABEL_WIDTH = 220
 MAX_LABEL_LINES = 6
 BACKGROUND = (255, 255, 255)
@@ -142,15 +146,15 @@ def draw_grid(cells: list[list[Image.Image]], column_labels: list[str],
     headers = [wrap(drawable(label, font), font, cell_w - 2 * PAD, max_lines=3) for label in column_labels]
     header_h = PAD * 2 + line * max(len(lines) for lines in headers)
     row_h = max(cell_h, PAD * 2 + line * (MAX_LABEL_LINES + 1))
-    width = ROW_LABEL_WIDTH + len(column_labels) * (cell_w + GAP)
-    height = header_h + len(cells) * (row_h + GAP)
+    width = ROW_LABEL_WIDTH + len(column_labels) * (cell_w + GAP) - GAP + MARGIN
+    height = header_h + len(cells) * (row_h + GAP) - GAP + MARGIN
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
 
     for c, lines in enumerate(headers):
         x = ROW_LABEL_WIDTH + c * (cell_w + GAP)
         for i, text in enumerate(lines):
-            offset = (cell_w - font.getlength(text)) / 2
+            offset = max(0.0, (cell_w - font.getlength(text)) / 2)
             draw.text((x + offset, PAD + i * line), text, fill=INK, font=font)
     for r, row in enumerate(shown):
         y = header_h + r * (row_h + GAP)

@@ -6,7 +6,8 @@ the run's latest checkpoint (the engine's contract); picking an older one is ref
 out. "Train N more steps" extends a finished or stopped run exactly (`resume --max-steps`). Whether a
 run can go on, and whether it is alive, is the engine's `RunFolder.state()`; the checkpoints table
 says which checkpoints retention keeps and which the next checkpoint prunes. A checkpoint of a run
-that is training (here or in another process) is never deleted.
+that is training (here or in another process) is never deleted. A refusal is one line in the
+studio's notice with the field at fault outlined; what Export wrote shows beside the Export button.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from studio.core.lock import AcceleratorBusy
 from studio.engine.runs import RunFolder, delete_checkpoint, list_runs
 from studio.engine.runstate import NotResumable
 from studio.ui import export_view, live, runs_view
-from studio.ui.notices import refusing
+from studio.ui.notices import Refusal, refusal_from, refused_as, refusing, wire
 from studio.ui.context import CHECKPOINTS_TAB, TRAIN_TAB
 from studio.ui.security import PathNotAllowed
 
@@ -33,10 +34,6 @@ MORE_STEPS = 500
 """The default of "Train N more steps"."""
 
 
-def _user_error(err: Exception) -> gr.Error:
-    return gr.Error(str(err), title="Not possible")
-
-
 class CheckpointHandlers:
     """The Checkpoints tab's event handlers; they read run folders and call the engine."""
 
@@ -48,11 +45,11 @@ class CheckpointHandlers:
         try:
             value = int(step)
         except (TypeError, ValueError):
-            raise gr.Error(f"pick a checkpoint of {run.name} first (steps: {', '.join(map(str, steps)) or 'none'})",
-                           title="No checkpoint picked") from None
+            raise Refusal(f"Pick a checkpoint of {run.name} first (steps: {', '.join(map(str, steps)) or 'none'}).",
+                          field="checkpoint") from None
         if value not in steps:
-            raise gr.Error(f"run {run.name} has no checkpoint at step {value} (available: "
-                           f"{', '.join(map(str, steps)) or 'none'})", title="No such checkpoint")
+            raise Refusal(f"Run {run.name} has no checkpoint at step {value} (steps: "
+                          f"{', '.join(map(str, steps)) or 'none'}).", field="checkpoint")
         return value
 
     # --- browsing -------------------------------------------------------------------------------
@@ -67,7 +64,7 @@ class CheckpointHandlers:
         return [run.name for run in list_runs(self.studio.roots.outputs)]
 
     def follow_job(self, selected: str | None, seen: dict[str, Any] | None) -> tuple[Any, ...]:
-        """On the app's tick: when the studio's job changes state or saves a checkpoint, refresh the
+        """When the studio's job changes state or saves a checkpoint, refresh the
         runs table (and the picked run's summary and checkpoints if it is that job); else gr.skip()."""
         snap = self.studio.runner.snapshot()
         key = (snap.run, snap.status, snap.checkpoints)
@@ -81,8 +78,8 @@ class CheckpointHandlers:
         return (table, runs_view.run_summary_html(run, snap), runs_view.checkpoints_table(run),
                 gr.Dropdown(choices=list(reversed(steps))), {"job": key})
 
-    def pick_row(self, evt: gr.SelectData) -> str:
-        """A click anywhere in a row of the runs table picks that run."""
+    def pick_row(self, evt: gr.SelectData) -> Any:
+        """A click anywhere in a row of the runs (or checkpoints) table picks that run (or step)."""
         return evt.row_value[0]
 
     def show_run(self, name: str | None) -> tuple[Any, ...]:
@@ -121,38 +118,39 @@ class CheckpointHandlers:
     def show_samples(self, name: str, step: Any) -> list[tuple[str, str]]:
         run = self.studio.run(name)
         if step not in run.sample_steps():
-            raise gr.Error(f"run {run.name} has no samples at step {step} (steps with samples: "
-                           f"{', '.join(map(str, run.sample_steps())) or 'none'})", title="No such samples")
+            raise Refusal(f"Run {run.name} has no samples at step {step} (steps with samples: "
+                          f"{', '.join(map(str, run.sample_steps())) or 'none'}).", field="sample_step")
         return live.gallery_items(run, step)
 
     # --- per checkpoint -------------------------------------------------------------------------
     def export_checkpoint(self, name: str, step: Any, fmt: str, preview: str | None = export_view.AUTO,
                           scale: float | None = 1.0, author: str = "", license: str = "", description: str = "",
-                          tags: str = "", progress: gr.Progress = gr.Progress()) -> list[str]:
+                          tags: str = "", progress: gr.Progress = gr.Progress()) -> tuple[Any, str]:
         """Write the checkpoint in `fmt` (see FORMATS) into the run's exports/; returns the files to download
-        (the LoRA, its A1111 sidecar and preview; a merged model stays on the server)."""
+        (the LoRA, its A1111 sidecar and preview; none for a merged model, which stays on the server) and
+        the notice beside Export saying what was written."""
         from studio.engine.export import export_run  # imports peft and diffusers: only when exporting
         from studio.engine.lora_metadata import ModelCard
         from studio.engine.models import ModelLoadError
 
         run = self.studio.run(name)
         if fmt not in FORMATS:
-            raise gr.Error(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}", title="Unknown format")
+            raise Refusal(f"Pick an export format: {', '.join(FORMATS)} (got {fmt!r}).", field="format")
         value = self._checkpoint_step(run, step)
+        with refused_as("Cannot export", "preview"):
+            chosen = export_view.resolve_preview(run, preview)
         merged = fmt in export_view.MERGED
         card = ModelCard(author=author or "", license=license or "", description=description or "", tags=tags or "")
         try:
             path = export_run(run, fmt, value, scale=float(1.0 if scale is None or not merged else scale),
-                              preview=export_view.resolve_preview(run, preview), card=card,
-                              models_dir=self.studio.roots.models, progress=export_view.gradio_progress(progress))
+                              preview=chosen, card=card, models_dir=self.studio.roots.models,
+                              progress=export_view.gradio_progress(progress))
         except AcceleratorBusy as err:
-            raise gr.Error(str(err), title="Accelerator busy") from None
+            raise Refusal(str(err)) from None
         except (FileNotFoundError, ValueError, ModelLoadError) as err:
-            raise _user_error(err) from None
-        return export_view.downloads(path, fmt)
-
-    def show_files(self, files: list[str] | None) -> Any:
-        return gr.File(visible=bool(files))
+            raise refusal_from("Cannot export", err) from None
+        files = export_view.downloads(path, fmt)
+        return files or None, export_view.written_note(run, path, fmt)
 
     def export_note(self, name: str | None, step: Any, fmt: str, scale: float | None) -> str:
         """The notice beside Export: what it will write, and for merged models how big and how long."""
@@ -161,7 +159,7 @@ class CheckpointHandlers:
         run = self.studio.run(name)
         try:
             value = self._checkpoint_step(run, step)
-        except gr.Error:
+        except Refusal:
             value = None
         return export_view.export_note(run, value, fmt, scale, self.studio.roots.models)
 
@@ -169,24 +167,15 @@ class CheckpointHandlers:
         """The merge weight only applies to (and shows for) the merged formats."""
         return gr.Number(visible=fmt in export_view.MERGED), self.export_note(name, step, fmt, scale)
 
-    def exported(self, name: str, step: Any, fmt: str, scale: float | None) -> str:
-        """After an export: where it went and how big it is."""
-        from studio.engine.export import default_out
-
-        run = self.studio.run(name)
-        merged = fmt in export_view.MERGED
-        path = default_out(run, fmt, self._checkpoint_step(run, step), float(scale or 1.0) if merged else 1.0)
-        return export_view.written_note(run, path, fmt)
-
     def resume_run(self, name: str, step: Any) -> tuple[str, Any]:
         """Continue a run from its latest checkpoint in the background and switch to the Train tab."""
         run = self.studio.run(name)
         latest = run.latest_checkpoint()
         if latest is not None and step is not None and self._checkpoint_step(run, step) != latest.step:
             newer = [str(c.step) for c in run.checkpoints() if c.step > int(step)]
-            raise gr.Error(f"Resume continues from the run's latest checkpoint (step {latest.step}), not step {step}. "
-                           f"To continue from step {step}, delete the newer checkpoints ({', '.join(newer)}) first.",
-                           title="Resume uses the latest checkpoint")
+            raise Refusal(f"Resume continues from the run's latest checkpoint (step {latest.step}), not step {step}. "
+                          f"To continue from step {step}, delete the newer checkpoints ({', '.join(newer)}) first.",
+                          field="checkpoint")
         return self._continue(run, None)
 
     def extend_run(self, name: str, more: Any) -> tuple[str, Any]:
@@ -195,13 +184,12 @@ class CheckpointHandlers:
         try:
             extra = int(more)
         except (TypeError, ValueError):
-            raise gr.Error(f"Train N more steps: enter a whole number of steps, got {more!r}",
-                           title="How many steps?") from None
+            raise Refusal(f"More steps: enter a whole number of steps (got {more!r}).", field="more") from None
         if extra < 1:
-            raise gr.Error(f"Train N more steps: N must be at least 1, got {extra}", title="How many steps?")
+            raise Refusal(f"More steps must be at least 1 (got {extra}).", field="more")
         latest = run.latest_checkpoint()
         if latest is None:
-            raise gr.Error(f"run {run.name} cannot be extended: {run.state().why}", title="Cannot extend")
+            raise Refusal(f"Run {run.name} cannot be extended: {run.state().why}.")
         return self._continue(run, latest.step + extra)
 
     def _continue(self, run: RunFolder, max_steps: int | None) -> tuple[str, Any]:
@@ -209,12 +197,11 @@ class CheckpointHandlers:
         try:
             self.studio.runner.resume(run.name, max_steps=max_steps)
         except NotResumable as err:
-            raise gr.Error(str(err), title="Cannot resume") from None
-        except (AcceleratorBusy, RuntimeError) as err:
-            gr.Warning(str(err))
-            return live.notice(f"⚠️ {err}"), gr.skip()
+            raise refusal_from("Cannot resume", err) from None
+        except (AcceleratorBusy, RuntimeError) as err:  # one accelerator user at a time: say so, don't wait
+            raise Refusal(str(err)) from None
         except (FileNotFoundError, ValueError) as err:
-            raise _user_error(err) from None
+            raise refusal_from("Cannot resume", err) from None
         step = run.latest_checkpoint().step
         upto = f" up to step {max_steps}" if max_steps else ""
         notice = live.notice(f"Resuming **{run.name}** from step {step}{upto}.")
@@ -224,12 +211,11 @@ class CheckpointHandlers:
         """A run the studio, or another process (the CLI), is training right now is left alone."""
         snap = self.studio.runner.snapshot()
         if snap.active and snap.run == run.name:
-            raise gr.Error(f"run {run.name} is {snap.status} right now and needs its checkpoints: stop it first.",
-                           title="Run in use")
+            raise Refusal(f"Run {run.name} is {snap.status} right now and needs its checkpoints: stop it first.")
         state = run.state()
         if state.live:
             where = "this studio" if state.in_this_process else f"another process ({state.pid} on {state.host})"
-            raise gr.Error(f"run {run.name} is {state.state} in {where}: stop it first.", title="Run in use")
+            raise Refusal(f"Run {run.name} is {state.state} in {where}: stop it first.")
 
     def ask_delete(self, name: str, step: Any) -> tuple[Any, str]:
         """Show the confirmation for deleting one checkpoint (refused at once for the training run)."""
@@ -253,36 +239,35 @@ class CheckpointHandlers:
             self.studio.roots.check_deletable(run.checkpoint_dir(value))
             delete_checkpoint(run, value)
         except (PathNotAllowed, FileNotFoundError) as err:
-            raise _user_error(err) from None
+            raise refusal_from("Cannot delete", err) from None
         return live.notice(f"Deleted checkpoint step {value} of **{run.name}**."), gr.Group(visible=False)
 
 
 def build(studio: Studio, tab: gr.Tab) -> None:
     handlers = CheckpointHandlers(studio)
 
-    # 1. Components: the runs table; then the picked run (summary, curve) beside its checkpoints,
-    #    their actions and its samples.
+    # 1. Components: the runs and the picked run (summary, curve) on the left; on the right what to do
+    #    with its checkpoints first (so the pickers open downwards and Export's files show beside it),
+    #    then the checkpoints, resume, delete and the samples.
     with gr.Row(equal_height=False):
-        # filled when the tab opens (no run names in the page before login); the handlers check every
-        # name, so API callers may pass any
-        run_pick = gr.Dropdown([], value=None, label="Run", scale=5, allow_custom_value=True,
-                               info="Pick a run here or click its row in the table.")
-        refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90, elem_classes="refresh")
-    runs = gr.Dataframe(runs_view.empty_runs_table(), label="Runs",
-                        interactive=False, max_height=220, wrap=True)
-    with gr.Row():
         with gr.Column(scale=5, min_width=420):
+            with gr.Row(equal_height=True):
+                # filled when the tab opens (no run names in the page before login); the handlers check every
+                # name, so API callers may pass any
+                run_pick = gr.Dropdown([], value=None, label="Run", scale=5, allow_custom_value=True,
+                                       info="Pick a run here or click its row in the table.")
+                refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90, elem_classes="refresh")
+            runs = gr.Dataframe(runs_view.empty_runs_table(), label="Runs",
+                                interactive=False, max_height=220, wrap=True)
             summary = gr.HTML(padding=False)
             with gr.Accordion("Traceback", open=False, visible=False) as trace_box:
                 trace = gr.Code(language="python", label="Traceback", interactive=False, max_lines=40)
             chart = gr.LinePlot(None, x="step", y="loss", color="series", label="Loss curve",
                                 color_map={"raw": "#94a3b8", "smoothed": "#4f46e5"})
         with gr.Column(scale=6, min_width=480):
-            ckpts = gr.Dataframe(runs_view.empty_checkpoints_table(), label="Checkpoints", interactive=False,
-                                 max_height=200)
             with gr.Row(equal_height=True):
-                ckpt_pick = gr.Dropdown([], label="Checkpoint", info="Step of the checkpoint to act on.",
-                                        allow_custom_value=True, scale=1)
+                ckpt_pick = gr.Dropdown([], label="Checkpoint", allow_custom_value=True, scale=1,
+                                        info="Step to act on; or click its row in Checkpoints.")
                 fmt = gr.Radio(list(FORMATS), value="webui", label="Export format",
                                info=" · ".join(FORMATS.values()), scale=2)
             with gr.Row(equal_height=True):
@@ -298,11 +283,15 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                 description = gr.Textbox("", label="Description", lines=2,
                                          placeholder="Default: what the run trained (base, trigger word, steps)")
                 tags = gr.Textbox("", label="Tags", max_lines=1, placeholder="comma-separated; default: the trigger word")
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=False):
                 export = gr.Button("Export", variant="primary", scale=0, min_width=110)
-                export_note = gr.Markdown(export_view.export_note(None, None, "webui", 1.0, None),
-                                          elem_classes="notice", elem_id="export-note")
-            files = gr.File(label="Exported files", file_count="multiple", interactive=False, visible=False)
+                with gr.Column(scale=1):
+                    export_note = gr.Markdown(export_view.export_note(None, None, "webui", 1.0, None),
+                                              elem_classes="notice", elem_id="export-note", label="Export")
+                    files = gr.File(label="Exported files", file_count="multiple", interactive=False,
+                                    elem_id="export-files")
+            ckpts = gr.Dataframe(runs_view.empty_checkpoints_table(), label="Checkpoints", interactive=False,
+                                 max_height=200, wrap=True)
             with gr.Row(equal_height=True):
                 resume = gr.Button("Resume training")
                 more = gr.Number(MORE_STEPS, label="More steps", precision=0, minimum=1, scale=1,
@@ -319,33 +308,37 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                                       allow_custom_value=True)
             samples = gr.Gallery(label="Samples", columns=4, height=200, object_fit="contain")
 
-    # 2. Events: browse, then act; every action refreshes what it changed.
+    # 2. Events: browse, then act; every action refreshes what it changed. A refusal (no such run or
+    #    checkpoint, not the latest checkpoint, a run in use) is one line in the notice area, with the
+    #    field at fault outlined.
     details = [summary, trace_box, trace, chart, sample_step, samples, ckpts, ckpt_pick, resume_note, confirm_box,
                files, preview]
     listed = [runs, run_pick]
-    run_pick.change(handlers.show_run, run_pick, details, api_name="show_run")
+    show_run = refusing(handlers.show_run, details, studio.notice)
+    run_pick.change(inputs=run_pick, **show_run, api_name="show_run")
     gr.on([tab.select, refresh.click], handlers.list_runs, run_pick, listed, api_name="list_runs").then(
-        handlers.show_run, run_pick, details, api_visibility="private")
+        inputs=run_pick, **show_run, api_visibility="private")
     runs.select(handlers.pick_row, None, run_pick, api_name="pick_run_row")
+    ckpts.select(handlers.pick_row, None, ckpt_pick, api_visibility="private")
     seen = gr.State({})
-    studio.timer.tick(handlers.follow_job, [run_pick, seen], [runs, summary, ckpts, ckpt_pick, seen],
-                      api_name="follow_job", concurrency_limit=None, show_progress="hidden")
-    sample_step.input(handlers.show_samples, [run_pick, sample_step], samples, api_name="show_samples")
-    export.click(handlers.export_checkpoint, [run_pick, ckpt_pick, fmt, preview, scale, author, license_, description,
-                                              tags], files, api_name="export_checkpoint").success(
-        handlers.show_files, files, files, api_visibility="private").then(
-        handlers.exported, [run_pick, ckpt_pick, fmt, scale], export_note, api_visibility="private")
+    studio.job_key.change(handlers.follow_job, [run_pick, seen], [runs, summary, ckpts, ckpt_pick, seen],
+                          api_name="follow_job", concurrency_limit=None, show_progress="hidden")
+    wire(sample_step.input, handlers.show_samples, [run_pick, sample_step], samples, studio.notice,
+         fields=dict(sample_step=sample_step), api_name="show_samples")
+    picked = dict(checkpoint=ckpt_pick)
+    wire(export.click, handlers.export_checkpoint,
+         [run_pick, ckpt_pick, fmt, preview, scale, author, license_, description, tags], [files, export_note],
+         studio.notice, fields=dict(picked, format=fmt, preview=preview), api_name="export_checkpoint")
     fmt.change(handlers.pick_format, [run_pick, ckpt_pick, fmt, scale], [scale, export_note], api_visibility="private")
     gr.on([run_pick.change, ckpt_pick.change, scale.change], handlers.export_note, [run_pick, ckpt_pick, fmt, scale],
           export_note, api_visibility="private", show_progress="hidden")
-    # A refusal (not the latest checkpoint, a run in use, no such run) is one line in the notice area.
     moves = [studio.notice, studio.tabs]
-    resume.click(inputs=[run_pick, ckpt_pick], **refusing(handlers.resume_run, moves, studio.notice),
-                 api_name="resume_run")
-    extend.click(inputs=[run_pick, more], **refusing(handlers.extend_run, moves, studio.notice), api_name="extend_run")
-    delete.click(handlers.ask_delete, [run_pick, ckpt_pick], [confirm_box, confirm_text], api_name="ask_delete")
+    wire(resume.click, handlers.resume_run, [run_pick, ckpt_pick], moves, studio.notice, fields=picked,
+         api_name="resume_run")
+    wire(extend.click, handlers.extend_run, [run_pick, more], moves, studio.notice, fields=dict(more=more),
+         api_name="extend_run")
+    wire(delete.click, handlers.ask_delete, [run_pick, ckpt_pick], [confirm_box, confirm_text], studio.notice,
+         fields=picked, api_name="ask_delete")
     cancel.click(handlers.cancel_delete, None, confirm_box, api_name="cancel_delete")
-    confirm.click(inputs=[run_pick, ckpt_pick],
-                  **refusing(handlers.delete_checkpoint, [studio.notice, confirm_box], studio.notice),
-                  api_name="delete_checkpoint").success(handlers.show_run, run_pick, details,
-                                                       api_visibility="private")
+    wire(confirm.click, handlers.delete_checkpoint, [run_pick, ckpt_pick], [studio.notice, confirm_box], studio.notice,
+         fields=picked, api_name="delete_checkpoint").success(inputs=run_pick, **show_run, api_visibility="private")

@@ -7,7 +7,8 @@ The grid shows as a captioned gallery, a before/after slider (prompt only agains
 one row) and the labelled grid.png to download; earlier grids reopen from disk, and "Send to Score"
 hands one to the Score tab. A batch writes images with their prompts as captions, and "Score this
 batch" hands it to the Score tab. The base model stays loaded between grids and batches in one
-`PipelineCache` per studio process.
+`PipelineCache` per studio process. A refused grid or batch is one line in the studio's notice, with
+the field at fault outlined (see notices.py).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from studio.core.lock import AcceleratorBusy
 from studio.engine.models import ModelLoadError
 from studio.engine.runs import RunFolder
 from studio.eval.columns import ExternalImages, external_from_files, plan_columns
-from studio.eval.grids import Grid, grid_spec, list_grids, load_grid, make_grid
+from studio.eval.grids import Grid, check_grid_name, grid_spec, list_grids, load_grid, make_grid
 from studio.eval.manifest import Column
-from studio.eval.parsing import FINAL, parse_scales, parse_seeds, parse_steps, prompt_lines
+from studio.eval.parsing import FINAL, match_baselines, parse_scales, parse_seeds, parse_steps, prompt_lines
 from studio.ui import eval_view, live
 from studio.ui.context import COMPARE_TAB, SCORE_TAB
+from studio.ui.notices import Refusal, refusal_from, refused_as, refusing, wire
 
 if TYPE_CHECKING:
     from studio.eval.pipelines import PipelineCache
@@ -37,8 +39,7 @@ TITLE, TAB_ID = "Compare", COMPARE_TAB
 BATCH_PREVIEW = 8
 """Images of a batch shown after it ran: the last ones written."""
 USER_ERRORS = (ValueError, FileNotFoundError, ModelLoadError)
-SHOWN_OUTPUTS = 7
-"""What shows a grid: summary, gallery, slider row and column pickers, slider, labelled grid, download."""
+GRID_REFUSED, BATCH_REFUSED = "Cannot make the grid", "Cannot generate"
 
 
 class CompareHandlers:
@@ -61,22 +62,28 @@ class CompareHandlers:
         names = self.run_names()
         return gr.Dropdown(choices=names, value=selected if selected in names else (names[0] if names else None))
 
+    def list_checkpoints(self, selected: str | None, picked: list[str] | None, batch_pick: str | None
+                         ) -> tuple[Any, Any]:
+        """The picked run's checkpoints as on disk now (a page left open during training saw fewer),
+        keeping the picks that still exist."""
+        if not selected or selected not in self.run_names():
+            return gr.skip(), gr.skip()
+        choices = eval_view.checkpoint_choices(self.studio.run(selected))
+        return (gr.Dropdown(choices=choices, value=[p for p in picked or [] if p in choices], multiselect=True),
+                gr.Dropdown(choices=choices, value=batch_pick if batch_pick in choices else choices[-1]))
+
     def follow_job(self, selected: str | None, picked: list[str] | None, batch_pick: str | None,
                    seen: dict[str, Any] | None) -> tuple[Any, ...]:
-        """On the app's tick: when the studio's job changes state or saves a checkpoint, list the runs
+        """When the studio's job changes state or saves a checkpoint, list the runs
         again (a finished run brings its final LoRA) and the picked run's checkpoints; else gr.skip()."""
         snap = self.studio.runner.snapshot()
         key = [snap.run, snap.status, list(snap.checkpoints)]
         if (seen or {}).get("job") == key:
             return gr.skip(), gr.skip(), gr.skip(), seen
-        names = self.run_names()
-        runs = gr.Dropdown(choices=names, value=selected if selected in names else (names[0] if names else None))
-        if not selected or selected != snap.run or selected not in names:
+        runs = self.list_runs(selected)
+        if selected != snap.run:
             return runs, gr.skip(), gr.skip(), {"job": key}
-        choices = eval_view.checkpoint_choices(self.studio.run(selected))
-        return (runs, gr.Dropdown(choices=choices, value=[p for p in picked or [] if p in choices], multiselect=True),
-                gr.Dropdown(choices=choices, value=batch_pick if batch_pick in choices else choices[-1]),
-                {"job": key})
+        return (runs, *self.list_checkpoints(selected, picked, batch_pick), {"job": key})
 
     def pick_run(self, name: str | None) -> tuple[Any, ...]:
         """The run's sample prompts and settings as the grid's defaults, its checkpoints and its grids."""
@@ -104,21 +111,37 @@ class CompareHandlers:
         """Render the grid (rows prompt × seed; columns prompt only or the baseline prompt, checkpoint × scale,
         other generators' images) and show it."""
         run = self.studio.run(run_name)
-        try:
-            baselines = prompt_lines(baseline_prompts)
+        name = (grid_name or "").strip() or None
+        # 1. Check each field, so that a refusal outlines the one at fault.
+        with refused_as(GRID_REFUSED, "prompts"):
+            prompt_list = self.prompts(prompts)
+        with refused_as(GRID_REFUSED, "seeds"):
+            seed_list = parse_seeds(seeds)
+        with refused_as(GRID_REFUSED, "scales"):
+            scale_list = parse_scales(scales)
+        with refused_as(GRID_REFUSED, "grid_name"):
+            if name:
+                check_grid_name(name)
+        baselines = prompt_lines(baseline_prompts)
+        with refused_as(GRID_REFUSED, "baseline"):
+            match_baselines(prompt_list, baselines)
+        with refused_as(GRID_REFUSED):
             images = self.external_images(external or [])
-            columns = self.plan(run, checkpoints or [], parse_scales(scales), prompt_only, bool(baselines), images)
-            spec = grid_spec(run, self.prompts(prompts), parse_seeds(seeds), columns, baseline_prompts=baselines,
-                             external=images,
-                             **sampler_settings(inference_steps, guidance, width, height, negative_prompt))
-            grid = make_grid(run, spec, cache=self.cache(), name=(grid_name or "").strip() or None,
+        with refused_as(GRID_REFUSED, "checkpoints"):
+            columns = self.plan(run, checkpoints or [], scale_list, prompt_only, bool(baselines), images)
+        sampler = sampler_settings(inference_steps, guidance, width, height, negative_prompt, GRID_REFUSED)
+        with refused_as(GRID_REFUSED):
+            spec = grid_spec(run, prompt_list, seed_list, columns, baseline_prompts=baselines, external=images,
+                             **sampler)
+        # 2. Render it (the accelerator may be busy: say so, don't wait).
+        try:
+            grid = make_grid(run, spec, cache=self.cache(), name=name,
                              progress=lambda done, total: progress((done, total), desc="Rendering the grid",
                                                                    unit="images"))
         except AcceleratorBusy as err:
-            gr.Warning(str(err))
-            return (*[gr.skip()] * (1 + SHOWN_OUTPUTS), live.notice(f"⚠️ {err}"))
+            raise Refusal(str(err)) from None
         except USER_ERRORS as err:
-            raise gr.Error(str(err), title="Cannot make the grid") from None
+            raise refusal_from(GRID_REFUSED, err) from None
         return (gr.Dropdown(choices=list_grids(run), value=grid.name), *self._shown(grid),
                 live.notice(f"Made grid **{grid.name}** of **{run.name}** ({len(grid.images)} images)."))
 
@@ -141,14 +164,12 @@ class CompareHandlers:
         """Add another generator's uploaded images (and an optional prompts.json) as a column of the next grid."""
         external = list(external or [])
         if not files:
-            raise gr.Error("upload the generator's images first (and a prompts.json naming each one's prompt, "
-                           "or they are matched to rows in file-name order)", title="No images")
+            raise Refusal("Upload the generator's images first (and a prompts.json naming each one's prompt, "
+                          "or they are matched to rows in file-name order).")
         if any(e["label"] == " ".join((label or "").split()) for e in external):
-            raise gr.Error(f"there is already a column {label!r}: give this one another label", title="Label taken")
-        try:
+            raise Refusal(f"There is already a column {label!r}: give this one another label.")
+        with refused_as("Cannot add the images"):
             images = external_from_files(label, [Path(f) for f in files])
-        except ValueError as err:
-            raise gr.Error(str(err), title="Cannot add the images") from None
         external.append({"label": images.label, "files": [str(f) for f in files]})
         return external, external_md(external), gr.File(value=None), ""
 
@@ -165,13 +186,12 @@ class CompareHandlers:
         """Show an earlier grid of the run from disk."""
         if not grid_name:
             return self._shown(None)
-        try:
+        with refused_as("Cannot open the grid"):
             return self._shown(load_grid(self.studio.run(run_name), grid_name))
-        except (ValueError, FileNotFoundError) as err:
-            raise gr.Error(str(err), title="Cannot open the grid") from None
 
     def _shown(self, grid: Grid | None) -> tuple[Any, ...]:
-        """The SHOWN_OUTPUTS of a grid, or cleared ones for None."""
+        """What shows a grid (summary, gallery, slider row and column pickers, slider, labelled grid, download),
+        or cleared ones for None."""
         if grid is None:
             none = gr.Dropdown(choices=[], value=None)
             return ("", gr.Gallery(value=None), none, none, gr.ImageSlider(value=None, label="Before / after"),
@@ -191,10 +211,8 @@ class CompareHandlers:
         """Prompt only (left) against the picked column (right) for the picked row."""
         if not grid_name or row is None or column is None:
             return gr.ImageSlider(value=None, label="Before / after")
-        try:
+        with refused_as("Cannot open the grid"):
             grid = load_grid(self.studio.run(run_name), grid_name)
-        except (ValueError, FileNotFoundError) as err:
-            raise gr.Error(str(err), title="Cannot open the grid") from None
         pair, label = eval_view.slider_pair(grid.folder, grid.manifest, row, column)
         return gr.ImageSlider(value=pair, label=label)
 
@@ -203,7 +221,7 @@ class CompareHandlers:
         run = self.studio.run(run_name)
         grids = list_grids(run)
         if grid_name not in grids:
-            raise gr.Error(f"make a grid of {run.name} first, or pick one under Earlier grids", title="No grid")
+            raise Refusal(f"Make a grid of {run.name} first, or pick one under Earlier grids.", field="grids")
         return (gr.Dropdown(choices=eval_view.runs_with_grids(self.studio.roots.outputs), value=run.name),
                 gr.Dropdown(choices=grids, value=grid_name), gr.Tabs(selected=SCORE_TAB))
 
@@ -219,22 +237,31 @@ class CompareHandlers:
 
         run = self.studio.run(run_name)
         self._stop_batch.clear()
-        try:
+        # 1. Check each field, so that a refusal outlines the one at fault.
+        with refused_as(BATCH_REFUSED, "prompts_file" if prompts_file else "prompts"):
+            # UnicodeDecodeError (a prompt list that is not text) is a ValueError
             lines = self.prompts(Path(prompts_file).read_text(encoding="utf-8") if prompts_file else prompts)
+        with refused_as(BATCH_REFUSED, "checkpoint"):
             step = self.batch_step(run, checkpoint)
+        with refused_as(BATCH_REFUSED, "count"):
             total = eval_view.number(count, int, "Images")
+        with refused_as(BATCH_REFUSED, "scale"):
+            lora_scale = eval_view.number(scale, float, "Scale")
+        with refused_as(BATCH_REFUSED, "seed"):
+            first_seed = eval_view.number(seed, int, "First seed")
+        with refused_as(BATCH_REFUSED, "name"):
             out_dir = generated_dir(run, batch_name or "")
-            result = generate_batch(run, lines, total, out_dir, cache=self.cache(), step=step,
-                                    scale=eval_view.number(scale, float, "Scale"),
-                                    seed=eval_view.number(seed, int, "First seed"),
-                                    should_stop=self._stop_batch.is_set,
+        sampler = sampler_settings(inference_steps, guidance, width, height, negative_prompt, BATCH_REFUSED)
+        # 2. Generate (the accelerator may be busy: say so, don't wait).
+        try:
+            result = generate_batch(run, lines, total, out_dir, cache=self.cache(), step=step, scale=lora_scale,
+                                    seed=first_seed, should_stop=self._stop_batch.is_set,
                                     progress=lambda done, of: progress((done, of), desc="Generating", unit="images"),
-                                    **sampler_settings(inference_steps, guidance, width, height, negative_prompt))
+                                    **sampler)
         except AcceleratorBusy as err:
-            gr.Warning(str(err))
-            return gr.skip(), gr.skip(), live.notice(f"⚠️ {err}")
-        except USER_ERRORS as err:  # UnicodeDecodeError (a prompt list that is not text) is a ValueError
-            raise gr.Error(str(err), title="Cannot generate") from None
+            raise Refusal(str(err)) from None
+        except USER_ERRORS as err:
+            raise refusal_from(BATCH_REFUSED, err) from None
         done = result.written + result.skipped
         stopped = " Stopped early: run it again with the same name to continue." if done < total else ""
         where = result.out_dir.relative_to(self.studio.roots.outputs)
@@ -263,7 +290,8 @@ class CompareHandlers:
         batches = list_batches(run)
         name = (batch_name or "").strip()
         if name not in batches:
-            raise gr.Error(f"generate batch {name!r} of {run.name} first", title="No batch")
+            raise Refusal(f"Run {run.name} has no batch {name!r}: generate it first, or type an earlier batch's "
+                          "name under Batch name.", field="name")
         return (gr.Dropdown(choices=eval_view.runs_with_batches(self.studio.roots.outputs), value=run.name),
                 gr.Dropdown(choices=batches, value=name), gr.Tabs(selected=SCORE_TAB))
 
@@ -277,22 +305,34 @@ def external_md(external: list[dict[str, Any]]) -> str:
 
 
 def sampler_settings(inference_steps: float | None, guidance: float | None, width: float | None,
-                     height: float | None, negative_prompt: str | None) -> dict[str, Any]:
-    """The Advanced fields as grid_spec / generate_batch keywords."""
-    return dict(inference_steps=eval_view.number(inference_steps, int, "Inference steps"),
-                guidance=eval_view.number(guidance, float, "Guidance"),
-                size=(eval_view.number(width, int, "Width"), eval_view.number(height, int, "Height")),
+                     height: float | None, negative_prompt: str | None, lead: str = "") -> dict[str, Any]:
+    """The Advanced fields as grid_spec / generate_batch keywords; an empty or non-number field is
+    refused (with `lead`) and outlined."""
+    def read(value: float | None, kind: type, what: str, field: str) -> Any:
+        with refused_as(lead, field):
+            return eval_view.number(value, kind, what)
+
+    return dict(inference_steps=read(inference_steps, int, "Inference steps", "inference_steps"),
+                guidance=read(guidance, float, "Guidance", "guidance"),
+                size=(read(width, int, "Width", "width"), read(height, int, "Height", "height")),
                 negative_prompt=negative_prompt or "")
 
 
 def build(studio: Studio, tab: gr.Tab) -> None:
     handlers = CompareHandlers(studio)
 
-    # 1. Components: the grid's settings; the result (gallery, slider, grid.png); the batch panel.
+    # 1. Components: the grid's settings (run and columns first); the result (gallery, slider, grid.png);
+    #    the batch panel.
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=360):
             run_pick = gr.Dropdown([], value=None, label="Run", allow_custom_value=True,  # filled on select
                                    info="Runs with a LoRA file (a checkpoint or the final one).")
+            # the columns right under the run: high on the page, the checkpoint list opens downwards
+            with gr.Row(equal_height=True):
+                checkpoints = gr.Dropdown([], value=[], multiselect=True, label="Checkpoints", scale=3,
+                                          elem_id="compare-checkpoints", info="A column per checkpoint × scale.")
+                prompt_only = gr.Checkbox(True, label="Prompt only", scale=1, min_width=110,
+                                          info="A column without the LoRA.")
             prompts = gr.Textbox(label="Prompts", lines=3, info="One per line; {trigger} is the run's trigger word.")
             baseline = gr.Textbox(label="Baseline prompts", lines=2, elem_id="compare-baseline",
                                   placeholder="e.g. storybook illustration of a folk hero in an orange patterned robe",
@@ -301,11 +341,6 @@ def build(studio: Studio, tab: gr.Tab) -> None:
             with gr.Row():
                 seeds = gr.Textbox("1,2", label="Seeds", info="A row per prompt × seed.", min_width=100)
                 scales = gr.Textbox("1", label="LoRA scales", info="e.g. 0.5,1", min_width=100)
-            with gr.Row(equal_height=True):
-                checkpoints = gr.Dropdown([], value=[], multiselect=True, label="Checkpoints", scale=3, elem_id="compare-checkpoints",
-                                          info="A column per checkpoint × scale.")
-                prompt_only = gr.Checkbox(True, label="Prompt only", scale=1, min_width=110,
-                                          info="A column without the LoRA.")
             with gr.Accordion("Advanced", open=False):
                 steps_range, guidance_range = field_bounds("sample.inference_steps"), field_bounds("sample.guidance_scale")
                 size_low, size_high = field_bounds("data.resolution")
@@ -376,35 +411,46 @@ def build(studio: Studio, tab: gr.Tab) -> None:
     seen = gr.State({})
     external = gr.State([])
     shown = [summary, gallery, slider_row, slider_col, slider, grid_image, download]
-    studio.timer.tick(handlers.follow_job, [run_pick, checkpoints, batch_ckpt, seen],
-                      [run_pick, checkpoints, batch_ckpt, seen], api_name="follow_job_compare",
-                      concurrency_limit=None, show_progress="hidden")
-    tab.select(handlers.list_runs, run_pick, run_pick, api_name="list_lora_runs")
+    studio.job_key.change(handlers.follow_job, [run_pick, checkpoints, batch_ckpt, seen],
+                          [run_pick, checkpoints, batch_ckpt, seen], api_name="follow_job_compare",
+                          concurrency_limit=None, show_progress="hidden")
+    # Selecting the tab lists the runs again and the picked run's checkpoints as they are on disk now.
+    tab.select(handlers.list_runs, run_pick, run_pick, api_name="list_lora_runs").then(
+        handlers.list_checkpoints, [run_pick, checkpoints, batch_ckpt], [checkpoints, batch_ckpt],
+        api_visibility="private", show_progress="hidden")
     run_pick.change(handlers.pick_run, run_pick,
                     [prompts, checkpoints, inference_steps, guidance, width, height, negative, grids, batch_ckpt,
                      batch_prompts, *shown], api_name="pick_compare_run")
-    make.click(handlers.make_grid, [run_pick, prompts, seeds, checkpoints, prompt_only, scales, inference_steps,
-                                    guidance, width, height, negative, grid_name, baseline, external],
-               [grids, *shown, studio.notice], api_name="make_grid")
-    ext_add.click(handlers.add_external, [ext_label, ext_files, external], [external, ext_list, ext_files, ext_label],
+    # A refusal is one line in the notice area, with the field at fault outlined.
+    advanced = dict(inference_steps=inference_steps, guidance=guidance, width=width, height=height)
+    wire(make.click, handlers.make_grid, [run_pick, prompts, seeds, checkpoints, prompt_only, scales, inference_steps,
+                                          guidance, width, height, negative, grid_name, baseline, external],
+         [grids, *shown, studio.notice], studio.notice,
+         fields=dict(prompts=prompts, seeds=seeds, scales=scales, grid_name=grid_name, checkpoints=checkpoints,
+                     baseline=baseline, **advanced), api_name="make_grid")
+    ext_add.click(inputs=[ext_label, ext_files, external],
+                  **refusing(handlers.add_external, [external, ext_list, ext_files, ext_label], studio.notice),
                   api_name="add_external")
     ext_clear.click(handlers.clear_external, None, [external, ext_list], api_name="clear_external")
-    grids.input(handlers.open_grid, [run_pick, grids], shown, api_name="open_grid")
-    gr.on([slider_row.input, slider_col.input], handlers.show_slider, [run_pick, grids, slider_row, slider_col],
-          slider, api_name="show_slider")
-    generate.click(handlers.generate_batch, [run_pick, batch_prompts, batch_file, count, batch_ckpt, batch_scale,
-                                             batch_seed, batch_name, inference_steps, guidance, width, height,
-                                             negative], [batch_gallery, batch_status, studio.notice],
-                   api_name="generate_batch")
+    grids.input(inputs=[run_pick, grids], **refusing(handlers.open_grid, shown, studio.notice), api_name="open_grid")
+    gr.on([slider_row.input, slider_col.input], inputs=[run_pick, grids, slider_row, slider_col],
+          **refusing(handlers.show_slider, slider, studio.notice), api_name="show_slider")
+    wire(generate.click, handlers.generate_batch, [run_pick, batch_prompts, batch_file, count, batch_ckpt, batch_scale,
+                                                   batch_seed, batch_name, inference_steps, guidance, width, height,
+                                                   negative],
+         [batch_gallery, batch_status, studio.notice], studio.notice,
+         fields=dict(prompts=batch_prompts, prompts_file=batch_file, checkpoint=batch_ckpt, count=count,
+                     scale=batch_scale, seed=batch_seed, name=batch_name, **advanced), api_name="generate_batch")
     stop.click(handlers.stop_batch, None, studio.notice, api_name="stop_batch", concurrency_limit=None)
 
     # Send to Score / Score this batch: pick the grid or batch in the Score tab, switch to it and show its
     # saved scores; wired once that tab is built.
     def send_to_score() -> None:
         score = studio.score
-        send.click(handlers.send_to_score, [run_pick, grids], [score.run, score.grid, studio.tabs],
-                   api_name="send_to_score").success(**score.show_grid.kwargs())
-        score_batch.click(handlers.send_batch_to_score, [run_pick, batch_name], [score.run, score.batch, studio.tabs],
-                          api_name="send_batch_to_score").success(**score.show_batch.kwargs())
+        wire(send.click, handlers.send_to_score, [run_pick, grids], [score.run, score.grid, studio.tabs], studio.notice,
+             fields=dict(grids=grids), api_name="send_to_score").success(**score.show_grid.kwargs())
+        wire(score_batch.click, handlers.send_batch_to_score, [run_pick, batch_name],
+             [score.run, score.batch, studio.tabs], studio.notice, fields=dict(name=batch_name),
+             api_name="send_batch_to_score").success(**score.show_batch.kwargs())
 
     studio.when_built(send_to_score)

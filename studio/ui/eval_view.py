@@ -193,6 +193,45 @@ def chart_frame(scores: dict[str, Any] | None, fidelity: str) -> pd.DataFrame | 
     return frame.astype({CHART_X: "float64", CHART_Y: "float64", CHART_COLOR: "str"})
 
 
+CHART_AXES = {CHART_X: (0.0, 0.5), CHART_Y: (0.0, 1.0)}
+"""Fixed axis ranges, so a 0.004 difference looks as small as it is: CLIP-T (a raw image-text cosine)
+rarely passes 0.4 with real CLIP weights (DreamBooth reports 0.305), image-image cosines (CLIP-I, DINO)
+lie within 0..1. A range widens in steps of 0.1 only to keep a point that falls outside on the chart
+(random-weight backbones give negative cosines)."""
+CHART_COLORS = ("#4f46e5", "#16a34a", "#dc2626", "#d97706", "#0891b2", "#db2777", "#65a30d", "#7c3aed", "#0f766e")
+BASELINE_COLOR = "#64748b"
+
+
+def chart_limits(frame: pd.DataFrame | None) -> dict[str, list[float]]:
+    """`x_lim` and `y_lim` of the fidelity chart: CHART_AXES, widened to the points where they fall outside."""
+    limits = {}
+    for column, key in ((CHART_X, "x_lim"), (CHART_Y, "y_lim")):
+        low, high = CHART_AXES[column]
+        if frame is not None and len(frame):
+            low = min(low, math.floor(frame[column].min() * 10) / 10)
+            high = max(high, math.ceil(frame[column].max() * 10) / 10)
+        limits[key] = [low, high]
+    return limits
+
+
+def chart_colors(scores: dict[str, Any] | None, frame: pd.DataFrame | None) -> dict[str, str]:
+    """The chart's column label → colour: slate for the baseline column, then a palette in column order."""
+    if not scores or frame is None:
+        return {}
+    base = baseline_column(scores["columns"])
+    baseline = display_label(base, base) if base is not None else None
+    palette = iter(CHART_COLORS * len(frame))
+    return {label: BASELINE_COLOR if label == baseline else next(palette)
+            for label in dict.fromkeys(frame[CHART_COLOR])}
+
+
+def chart_legend_html(colors: dict[str, str]) -> str:
+    """The chart's legend as chips that wrap (the plot's own legend is cut when the labels are long)."""
+    chips = "".join(f'<span class="legend-chip"><span class="legend-dot" style="background:{color}"></span>'
+                    f"{html.escape(label)}</span>" for label, color in colors.items())
+    return f'<div class="chart-legend" aria-label="Legend">{chips}</div>' if chips else ""
+
+
 def chart_titles(scores: dict[str, Any] | None, fidelity: str) -> tuple[str, str]:
     clip, dino = backbone_names(scores) if scores else ("CLIP", "DINO")
     backbone = dino if FIDELITY.get(fidelity, "dino") == "dino" else clip

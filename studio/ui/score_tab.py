@@ -11,6 +11,7 @@ typed backbone path and a reference folder are confined to the models and datase
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from studio.eval.inception import INCEPTION_DEFAULT
 from studio.eval.scoring import load_scores, score_grid
 from studio.ui import eval_view, live
 from studio.ui.context import SCORE_TAB, ScoreLink, Step
-from studio.ui.notices import Refusal, refusing
+from studio.ui.notices import Refusal, refusal_from, refused_as, refusing, wire
 
 if TYPE_CHECKING:
     from studio.ui.context import Studio
@@ -42,9 +43,9 @@ NO_BATCH = "Pick a batch of the run (generate one in the **Compare** tab's Batch
 
 
 @contextlib.contextmanager
-def scoring_refusals(title: str):
-    """What scoring raises, as the user reads it: a busy accelerator or an unloadable backbone as a
-    refusal in the notice, a missing or broken grid, batch or reference folder as an error titled `title`."""
+def scoring_refusals(lead: str):
+    """What scoring raises, as the user reads it: a busy accelerator, an unloadable backbone, a missing or
+    broken grid, batch or reference folder (led by `lead`) as a refusal in the notice."""
     try:
         yield
     except AcceleratorBusy as err:
@@ -52,7 +53,7 @@ def scoring_refusals(title: str):
     except BackboneError as err:
         raise backbone_refusal(err) from None
     except (ValueError, FileNotFoundError) as err:
-        raise gr.Error(str(err), title=title) from None
+        raise refusal_from(lead, err) from None
 
 
 class ScoreHandlers:
@@ -112,19 +113,21 @@ class ScoreHandlers:
         """The grid's scores.json as the scorecard, without recomputing; a prompt to score when it has none."""
         if not run or not grid:
             return self._scorecard(None, fidelity, NO_GRID)
-        try:
+        with refused_as("Cannot read the scores", "grid", errors=(ValueError,)):
             scores = load_scores(self.studio.run(run), grid)
-        except ValueError as err:
-            raise gr.Error(str(err), title="Cannot read the scores") from None
         return self._scorecard(scores, fidelity, NOT_SCORED.format(grid=grid))
 
     def _scorecard(self, scores: dict[str, Any] | None, fidelity: str, empty_note: str) -> tuple[Any, ...]:
         x_title, y_title = eval_view.chart_titles(scores, fidelity)
+        frame = eval_view.chart_frame(scores, fidelity)
+        colors = eval_view.chart_colors(scores, frame)
         return (
             gr.HTML(eval_view.random_banner(scores), visible=bool(scores and eval_view.random_weights(scores))),
             eval_view.scores_summary(scores, self._base_model(scores)) if scores else empty_note,
             eval_view.columns_table(scores),
-            gr.ScatterPlot(eval_view.chart_frame(scores, fidelity), x_title=x_title, y_title=y_title),
+            gr.ScatterPlot(frame, x_title=x_title, y_title=y_title, color_map=colors or None, colors_in_legend=[],
+                           **eval_view.chart_limits(frame)),
+            eval_view.chart_legend_html(colors),
             eval_view.recommendation_md(scores) if scores else "",
             eval_view.images_table(scores),
         )
@@ -133,10 +136,8 @@ class ScoreHandlers:
         """The batch's scores.json as its metrics table, without recomputing."""
         if not run or not batch:
             return NO_BATCH, eval_view.batch_table(None)
-        try:
+        with refused_as("Cannot read the scores", "batch"):
             scores = load_batch_scores(batch_folder(self.studio.run(run), batch))
-        except (ValueError, FileNotFoundError) as err:
-            raise gr.Error(str(err), title="Cannot read the scores") from None
         if scores is None:
             return BATCH_NOT_SCORED.format(batch=batch), eval_view.batch_table(None)
         return self._batch_summary(scores), eval_view.batch_table(scores)
@@ -159,7 +160,7 @@ class ScoreHandlers:
         """Score every image of the grid (writes scores.json) and show the scorecard."""
         folder = self.studio.run(run)
         if not grid:
-            raise gr.Error(f"pick a grid of {folder.name} first (make one in the Compare tab)", title="No grid picked")
+            raise Refusal(f"Pick a grid of {folder.name} first (make one in the Compare tab).", field="grid")
         with scoring_refusals("Cannot score"):
             roots = self.studio.roots
             clip_name, dino_name = eval_view.clip_backbone(roots, clip), eval_view.dino_backbone(roots, dino)
@@ -175,8 +176,8 @@ class ScoreHandlers:
         """Score the batch as a distribution (writes scores.json in its folder) and show its metrics."""
         folder = self.studio.run(run)
         if not batch:
-            raise gr.Error(f"pick a batch of {folder.name} first (generate one in the Compare tab)",
-                           title="No batch picked")
+            raise Refusal(f"Pick a batch of {folder.name} first (generate one in the Compare tab's Batch generation).",
+                          field="batch")
         with scoring_refusals("Cannot score the batch"):
             roots = self.studio.roots
             scores = score_batch(folder, batch_folder(folder, batch), refs=self._references(refs),
@@ -203,7 +204,7 @@ def backbone_refusal(err: BackboneError) -> Refusal:
     details = f"{type(cause).__name__}: {cause}" if cause is not None else message
     for cli_help in (CLIP_OFFLINE_HELP, DINO_OFFLINE_HELP):
         details = details.replace(cli_help, "").strip()
-    return Refusal(line, details)
+    return Refusal(line, details, field=kind.lower())
 
 
 def build(studio: Studio, tab: gr.Tab) -> None:
@@ -232,7 +233,8 @@ def build(studio: Studio, tab: gr.Tab) -> None:
         with gr.Column(scale=3, min_width=420):
             chart = gr.ScatterPlot(None, x=eval_view.CHART_X, y=eval_view.CHART_Y, color=eval_view.CHART_COLOR,
                                    label="Fidelity against prompt adherence", elem_id="score-chart",
-                                   tooltip="all", height=320)
+                                   tooltip="all", height=320, colors_in_legend=[], **eval_view.chart_limits(None))
+            legend = gr.HTML(elem_id="score-legend", padding=False)
             fidelity = gr.Radio(list(eval_view.FIDELITY), value="DINO", label="Fidelity axis",
                                 info="Up is closer to the references; right follows the prompt better.")
         with gr.Column(scale=2, min_width=320):
@@ -253,11 +255,15 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                                    elem_id="batch-score-table", wrap=True)
 
     # 2. Events: the tab lists runs, grids and batches and shows their saved scores; Score recomputes.
-    shown = [banner, summary, table, chart, recommendation, images]
-    show = dict(fn=handlers.show_scores, inputs=[run, grid, fidelity], outputs=shown)
-    show_batch = dict(fn=handlers.show_batch, inputs=[run, batch], outputs=[batch_summary, batch_table])
-    gr.on([grid.input, fidelity.input], **show, api_name="show_scores")
-    batch.input(**show_batch, api_name="show_batch_scores")
+    # A refusal (a broken scores.json, no grid, a backbone that cannot load, a busy accelerator) is one
+    # line in the notice area, with the field at fault outlined.
+    shown = [banner, summary, table, chart, legend, recommendation, images]
+    show = dict(inputs=[run, grid, fidelity], **refusing(handlers.show_scores, shown, studio.notice))
+    show_batch = dict(inputs=[run, batch], **refusing(handlers.show_batch, [batch_summary, batch_table], studio.notice))
+    wire(functools.partial(gr.on, [grid.input, fidelity.input]), handlers.show_scores, [run, grid, fidelity], shown,
+         studio.notice, fields=dict(grid=grid), api_name="show_scores")
+    wire(batch.input, handlers.show_batch, [run, batch], [batch_summary, batch_table], studio.notice,
+         fields=dict(batch=batch), api_name="show_batch_scores")
     listed = tab.select(handlers.list_runs, [run, grid, batch], [run, grid, batch, refs, clip, dino],
                         api_name="list_scored_runs")
     listed.then(**show, api_name="show_scores_of_tab", api_visibility="private")
@@ -265,17 +271,17 @@ def build(studio: Studio, tab: gr.Tab) -> None:
     picked = run.input(handlers.list_grids, run, [grid, batch, clip, dino], api_name="list_grids")
     picked.then(**show, api_name="show_scores_of_run", api_visibility="private")
     picked.then(**show_batch, api_name="show_batch_scores_of_run", api_visibility="private")
-    # A refusal (no grid, a backbone that cannot load, a busy accelerator) is one line in the notice area.
-    score.click(inputs=[run, grid, clip, dino, refs, fidelity],
-                **refusing(handlers.score, [*shown, studio.notice], studio.notice), api_name="score_grid")
-    score_batch.click(inputs=[run, batch, clip, dino, inception, refs],
-                      **refusing(handlers.score_batch, [batch_summary, batch_table, studio.notice], studio.notice),
-                      api_name="score_batch")
+    wire(score.click, handlers.score, [run, grid, clip, dino, refs, fidelity], [*shown, studio.notice], studio.notice,
+         fields=dict(grid=grid, clip=clip, dino=dino), api_name="score_grid")
+    wire(score_batch.click, handlers.score_batch, [run, batch, clip, dino, inception, refs],
+         [batch_summary, batch_table, studio.notice], studio.notice,
+         fields=dict(batch=batch, clip=clip, dino=dino, inception=inception), api_name="score_batch")
 
     # What the Compare tab's "Send to Score" and "Score this batch" fill in, and how it then shows them.
+    sent_grid = refusing(handlers.show_sent, [*shown, clip, dino], studio.notice)
+    sent_batch = refusing(handlers.show_sent_batch, [batch_summary, batch_table, clip, dino], studio.notice)
     studio.score = ScoreLink(
         run=run, grid=grid, batch=batch,
-        show_grid=Step(handlers.show_sent, [run, grid, fidelity], [*shown, clip, dino],
+        show_grid=Step(sent_grid["fn"], [run, grid, fidelity], sent_grid["outputs"],
                        api_name="show_scores_of_sent_grid"),
-        show_batch=Step(handlers.show_sent_batch, [run, batch], [batch_summary, batch_table, clip, dino],
-                        api_name="show_scores_of_sent_batch"))
+        show_batch=Step(sent_batch["fn"], [run, batch], sent_batch["outputs"], api_name="show_scores_of_sent_batch"))

@@ -44,7 +44,7 @@ CSS = """
 .job-message { margin: 6px 0 !important; color: var(--body-text-color-subdued); min-height: 1.2em; }
 .progress { height: 8px; border-radius: 4px; background: var(--background-fill-secondary);
   border: 1px solid var(--border-color-primary); overflow: hidden; }
-.progress-fill { height: 100%; background: #2563eb; transition: width .6s ease; }
+.progress-fill { height: 100%; background: #2563eb; transition: width .25s linear; }
 .progress-fill.status-finished { background: #16a34a; }
 .progress-fill.status-failed { background: #dc2626; }
 .progress-fill.status-paused, .progress-fill.status-stopped { background: #d97706; }
@@ -56,6 +56,13 @@ CSS = """
 .stat-label { font-size: .7rem; text-transform: uppercase; letter-spacing: .05em;
   color: var(--body-text-color-subdued); }
 .stat-value { font-size: .9rem; font-weight: 600; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.job-panel .stats:not(.facts) { grid-template-columns: repeat(auto-fit, minmax(86px, 1fr)); }
+.job-panel .stat-value { white-space: normal; overflow: hidden; text-overflow: ellipsis; }
+.stat-of { font-size: .72rem; font-weight: 500; color: var(--body-text-color-subdued); white-space: nowrap; }
+.series-chips { display: flex; flex-wrap: wrap; gap: 6px; padding: 4px 6px 2px; }
+.series-chip { display: inline-flex; align-items: center; gap: 6px; padding: 1px 9px; border-radius: 999px;
+  font-size: .75rem; border: 1px solid var(--border-color-primary); background: var(--background-fill-secondary); }
+.series-chip i { display: inline-block; width: 14px; height: 3px; border-radius: 2px; }
 .error-callout { padding: 10px 12px; border-radius: var(--radius-md); border: 1px solid #dc2626;
   background: rgba(220, 38, 38, .08); white-space: pre-wrap; }
 .controls button { white-space: nowrap; }
@@ -67,4 +74,21 @@ CSS = """
 #notice details { text-align: left; }
 #notice details pre { white-space: pre-wrap; max-height: 14em; overflow: auto; font-size: .75rem; margin: 2px 0 0; }
 .refresh { align-self: center; }
+/* clip, not hidden: it clips the same, but is no scroll container, so position: sticky can work inside it */
+.gradio-container { overflow: clip !important; }
+#dataset-actions { position: sticky; top: 0; z-index: 20; align-items: center; padding: 6px 10px;
+  border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
+  background: var(--background-fill-secondary); box-shadow: 0 2px 6px rgba(0, 0, 0, .08); }
+#dataset-actions { flex-wrap: nowrap !important; }
+#dataset-actions #dataset-status { flex: 1 1 0 !important; min-width: 0 !important; }
+#dataset-actions button { flex: 0 0 auto !important; white-space: nowrap; }
+#dataset-gallery .gallery-item:hover .caption-label { white-space: normal; max-width: 100%; overflow: visible;
+  opacity: 1; z-index: 5; }
+.invalid input, .invalid textarea, .invalid .wrap { border-color: #dc2626 !important;
+  box-shadow: 0 0 0 1px #dc2626 !important; }
+.chart-legend { display: flex; flex-wrap: wrap; gap: 4px 12px; padding: 2px 8px 6px; font-size: .8rem; }
+.legend-chip { display: inline-flex; align-items: center; gap: 5px; }
+.legend-dot { width: 9px; height: 9px; border-radius: 50%; flex: none; }
+#grid-gallery .caption-label { max-width: calc(100% - 8px); white-space: normal; overflow-wrap: anywhere;
+  display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; }
 """
