@@ -252,6 +252,22 @@ def test_token_counts_match_the_clip_tokenizer():
     assert caption_token_counts(["a photo of a cat"]) == [7]
 
 
+def test_token_counts_by_piece_equal_the_tokenizer_on_any_text():
+    """The counter sums memoised counts of CLIP's pieces; the tokenizer, run on each whole caption, is the
+    truth: random strings of letters in several scripts and cases, digits, punctuation, odd whitespace,
+    combining marks, emoji and the special tokens."""
+    import random
+
+    alphabet = list("abcXYZ  \t\n,.!?'sdlmrtve0123456789-_/()[]{}<>|\"") + [
+        "é", "É", "ß", "ﬁ", "İ", "ς", "Σ", "日本", "😀", "👍🏽", "\u00a0", "\u2003", "e\u0301", "'S", "'LL", "ǅ", "Ⅻ",
+        "٣", "½", "\u200b", "\u0085", "\u2028", "\x1c", "Ω", "K", "<|startoftext|>", "<|endoftext|>", "ohwx", " studio"]
+    rng = random.Random(7)
+    captions = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(3000)]
+    truth = [len(e.ids) for e in clip_tokenizer().backend_tokenizer.encode_batch(captions, add_special_tokens=True)]
+    assert caption_token_counts(captions) == truth
+    assert caption_token_counts(captions[::-1]) == truth[::-1]  # memoised pieces count the same the second time
+
+
 def test_trigger_word_is_matched_as_a_whole_word():
     assert has_trigger_word("a photo of OHWX dog", "ohwx")
     assert has_trigger_word("ohwx's bowl", "ohwx")

@@ -17,8 +17,11 @@ Findings are advice: the trainer starts anyway. Kinds:
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from typing import Any
+
+import regex
 
 from studio.data.captions import CAPTION_MAX_CHARS
 
@@ -39,14 +42,47 @@ SUGGESTED_TRIGGERS = ("ohwx", "sks")
 def caption_token_counts(captions: list[str]) -> list[int]:
     """CLIP token count of each caption, start and end tokens included (the limit is 77). A caption over
     `CAPTION_MAX_CHARS` is counted on the part training uses: still far over 77, and a 10 MB caption
-    then costs milliseconds, not minutes and gigabytes."""
+    then costs milliseconds, not minutes and gigabytes.
+
+    Exactly what the tokenizer counts, faster: CLIP normalises a caption (NFC, lower case; runs of
+    whitespace to one space), splits it into words, numbers and runs of punctuation, and runs BPE on each piece
+    alone, so a caption's count is 2 + the sum of its pieces' counts. Each distinct piece goes through the
+    tokenizer once per process; a bulk edit of 2,000 captions then costs a regex pass, not 2,000
+    tokenisations. A caption that names a special token (`<|endoftext|>`) goes through the tokenizer whole.
+    (tests/test_data_lint.py checks the sum against the tokenizer on random unicode captions.)"""
+    cut = [c[:CAPTION_MAX_CHARS] for c in captions]
+    whole = [i for i, c in enumerate(cut) if "<|" in c]
+    pieces = [_ASCII_PIECE.findall(c.lower()) if c.isascii() else
+              _PIECE.findall(unicodedata.normalize("NFC", c).lower()) for c in cut]
+    new = list(dict.fromkeys(p for ps in pieces for p in ps if p not in _piece_tokens))
+    if len(_piece_tokens) + len(new) > _PIECES_KEPT:  # bounded: start again with this call's pieces
+        _piece_tokens.clear()
+        new = list(dict.fromkeys(p for ps in pieces for p in ps))
+    if new:
+        _piece_tokens.update(zip(new, (len(e.ids) for e in _clip_encode(new, add_special_tokens=False))))
+    counts = [2 + sum(map(_piece_tokens.__getitem__, ps)) for ps in pieces]
+    for i, encoded in zip(whole, _clip_encode([cut[i] for i in whole], add_special_tokens=True) if whole else []):
+        counts[i] = len(encoded.ids)
+    return counts
+
+
+_PIECE = regex.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+")
+"""CLIP's pre-tokenizer split (the tokenizer's own pattern, less its special tokens)."""
+_ASCII_PIECE = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\t\n\x0b\x0c\r a-z0-9]+")
+"""The same split on ASCII text (lower-cased), by the faster `re`; spelled out, as `re`'s \\s also takes
+\\x1c-\\x1f, which Unicode's White_Space does not. Whitespace never belongs to a piece, so the tokenizer's
+collapsing of runs of it changes no count."""
+_PIECES_KEPT = 200_000
+_piece_tokens: dict[str, int] = {}
+"""BPE tokens per normalised piece, for this process."""
+
+
+def _clip_encode(texts: list[str], add_special_tokens: bool):
     from studio.core.tokenizer import clip_tokenizer  # transformers: imported only when needed
 
     # the Rust tokenizer underneath: the same ids as __call__, in one batch, and without
     # transformers' "longer than the maximum sequence length" warning for each long caption
-    encoded = clip_tokenizer().backend_tokenizer.encode_batch([c[:CAPTION_MAX_CHARS] for c in captions],
-                                                              add_special_tokens=True)
-    return [len(e.ids) for e in encoded]
+    return clip_tokenizer().backend_tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
 
 
 def has_trigger_word(caption: str, trigger_word: str) -> bool:
