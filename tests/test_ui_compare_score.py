@@ -5,6 +5,7 @@ busy, bad fields, paths outside the roots, a backbone that cannot load offline).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from conftest import train_tiny_run
 from studio.core.lock import ACCELERATOR
-from studio.engine.runner import Runner
+from studio.engine.runner import Runner, Snapshot
 from studio.eval.backbones import TINY_RANDOM
 from studio.eval.parsing import prompt_lines
 from studio.ui import eval_view
@@ -82,6 +83,27 @@ def arg(update, name):
 
 
 # --- Compare -------------------------------------------------------------------------------------
+
+def test_the_compare_tab_follows_the_job_without_clearing_the_picks_of_a_page_that_just_opened(studio):
+    class Job:
+        snap = Snapshot(status="finished", run=RUN, checkpoints=(4, 8))
+
+        def snapshot(self):
+            return self.snap
+
+    job = Job()
+    compare = CompareHandlers(Studio(runner=job, roots=studio.roots))
+    skip = type(gr.skip())
+    # a page that just opened: its picks, read before picking the run filled them in, are not sent back
+    runs, checkpoints, batch, seen = compare.follow_job(RUN, [], None, {})
+    assert arg(runs, "value") == RUN and "value" not in checkpoints.constructor_args
+    assert "value" not in batch.constructor_args
+    assert all(isinstance(v, skip) for v in compare.follow_job(RUN, ["final"], "final", seen)[:3])
+    # the job saves a checkpoint: the picked run's checkpoints are listed again, the picks kept
+    job.snap = dataclasses.replace(job.snap, checkpoints=(4, 8, 12))
+    runs, checkpoints, batch, seen = compare.follow_job(RUN, ["4", "final"], "final", seen)
+    assert arg(checkpoints, "choices") == ["4", "8", "final"] and "value" not in checkpoints.constructor_args
+
 
 def test_the_run_picker_lists_runs_with_a_lora_and_fills_in_their_defaults(compare, studio):
     (studio.roots.outputs / "no-lora").mkdir()

@@ -144,3 +144,6 @@ def test_a_page_opened_during_a_job_shows_its_settings_read_only(roots):
     preset, *fields, name = handlers.show_job("tiny-demo", "long-job", None)
     assert preset.interactive is True and all(f["interactive"] is True for f in fields)
     assert name.value != "long-job" and name.interactive is True
+    # a name typed while it ran that is still free stays (no value sent: the box keeps what was typed)
+    *_, name = handlers.show_job("tiny-demo", "my-next-run", None)
+    assert name.interactive is True and name.value is None

@@ -160,9 +160,13 @@ def test_the_compare_tab_lists_the_checkpoints_on_disk_when_selected(built):
     run.final_lora.unlink()  # as while the run was training: no final LoRA yet
     try:
         picked, batch = handlers.list_checkpoints(RUN, ["8"], "8")
-        assert picked.constructor_args["choices"] == ["4", "8"] and picked.constructor_args["value"] == ["8"]
+        assert picked.constructor_args["choices"] == ["4", "8"] and "value" not in picked.constructor_args
+        assert "value" not in batch.constructor_args, "picks that still exist are not sent back"
     finally:
         run.final_lora.write_bytes(final)
+    # while a new pick of the run fills them in, empty picks read before it must not clear them
+    picked, batch = handlers.list_checkpoints(RUN, [], None)
+    assert "value" not in picked.constructor_args and "value" not in batch.constructor_args
     picked, batch = handlers.list_checkpoints(RUN, ["8", "gone"], "gone")
     assert picked.constructor_args["choices"] == ["4", "8", "final"] and picked.constructor_args["value"] == ["8"]
     assert batch.constructor_args["value"] == "final"

@@ -64,13 +64,18 @@ class CompareHandlers:
 
     def list_checkpoints(self, selected: str | None, picked: list[str] | None, batch_pick: str | None
                          ) -> tuple[Any, Any]:
-        """The picked run's checkpoints as on disk now (a page left open during training saw fewer),
-        keeping the picks that still exist."""
+        """The picked run's checkpoints as on disk now (a page left open during training saw fewer). The
+        picks are sent only when one of them is gone: this may run while a new pick of the run is filling
+        them in (`pick_run`), and picks read before that must not overwrite it."""
         if not selected or selected not in self.run_names():
             return gr.skip(), gr.skip()
         choices = eval_view.checkpoint_choices(self.studio.run(selected))
-        return (gr.Dropdown(choices=choices, value=[p for p in picked or [] if p in choices], multiselect=True),
-                gr.Dropdown(choices=choices, value=batch_pick if batch_pick in choices else choices[-1]))
+        kept = [p for p in picked or [] if p in choices]
+        grid = gr.Dropdown(choices=choices, multiselect=True) if kept == list(picked or []) else \
+            gr.Dropdown(choices=choices, value=kept, multiselect=True)
+        batch = gr.Dropdown(choices=choices) if batch_pick in choices or batch_pick is None else \
+            gr.Dropdown(choices=choices, value=choices[-1])
+        return grid, batch
 
     def follow_job(self, selected: str | None, picked: list[str] | None, batch_pick: str | None,
                    seen: dict[str, Any] | None) -> tuple[Any, ...]:

@@ -105,8 +105,9 @@ class TrainHandlers:
             values = job_form_values(snap.config, self.studio.roots)
             return (gr.Dropdown(interactive=False), *(gr.update(value=values[k], interactive=False) for k in FIELD_ORDER),
                     gr.Textbox(value=job, interactive=False))
+        name = self.suggest_name(preset, run_name)  # gr.skip() keeps a typed name that is still free
         return (gr.Dropdown(interactive=True), *(gr.update(interactive=True) for _ in FIELD_ORDER),
-                gr.Textbox(value=self.suggest_name(preset, run_name), interactive=True))
+                gr.Textbox(value=name, interactive=True) if isinstance(name, str) else gr.Textbox(interactive=True))
 
     def suggest_name(self, preset: str, run_name: str = "") -> Any:
         """A free run name once the typed one is taken (a run started under it) or none was typed;
