@@ -16,6 +16,7 @@ Findings are advice: the trainer starts anyway. Kinds:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -87,7 +88,12 @@ def _clip_encode(texts: list[str], add_special_tokens: bool):
 
 def has_trigger_word(caption: str, trigger_word: str) -> bool:
     """Whether `trigger_word` appears in `caption` as a whole word (case-insensitive)."""
-    return re.search(rf"(?<!\w){re.escape(trigger_word)}(?!\w)", caption, re.IGNORECASE) is not None
+    return _whole_word(trigger_word).search(caption) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _whole_word(word: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
 
 
 def lint_captions(captions: dict[str, str | None], trigger_word: str) -> list[dict[str, Any]]:
