@@ -70,7 +70,7 @@ class DatasetHandlers:
         return self.studio.roots.workspace / "thumbs"
 
     def _view(self, session: DatasetSession | None, notice: str | None, trigger: str = "", resolution: Any = None,
-              *, changed: bool = True, gallery: bool = True) -> tuple[Any, ...]:
+              *, changed: bool = True, gallery: view.GalleryMode = "send") -> tuple[Any, ...]:
         """(notice, *the view): see `dataset_view.render_view`."""
         return (live.notice(notice) if notice else gr.skip(),
                 *view.render_view(session, self.thumbs, trigger or "", _resolution(resolution), changed=changed,
@@ -212,7 +212,7 @@ class DatasetHandlers:
             raise gr.Error(f"{rel!r} is not a usable image of {session.name}", title="No such image")
         changed = self._apply_pending(session, pending)
         session.selected = rel
-        return self._view(session, None, trigger, resolution, changed=changed, gallery=False)
+        return self._view(session, None, trigger, resolution, changed=changed, gallery="if-relabelled")
 
     # --- editing ----------------------------------------------------------------------------------
     def typing_status(self, session: DatasetSession | None, pending: str) -> str:
@@ -227,7 +227,7 @@ class DatasetHandlers:
             return self._view(session, None, trigger, resolution, changed=False)
         changed = self._apply_pending(session, pending)
         notice = f"Caption of `{session.selected}` updated (not saved yet)." if changed else None
-        return self._view(session, notice, trigger, resolution, changed=changed, gallery=False)
+        return self._view(session, notice, trigger, resolution, changed=changed, gallery="if-relabelled")
 
     def _bulk(self, session: DatasetSession | None, pending: str, trigger: str, resolution: Any,
               edit: Any, what: str) -> tuple[Any, ...]:
@@ -239,7 +239,7 @@ class DatasetHandlers:
             raise gr.Error(str(err), title="Bulk edit") from None
         notice = (f"{what}: {changed} captions changed (not saved yet; Undo reverts it)." if changed
                   else f"{what}: no caption needed a change.")
-        return self._view(session, notice, trigger, resolution)
+        return self._view(session, notice, trigger, resolution, gallery="if-changed")
 
     def add_trigger(self, session: DatasetSession | None, pending: str, trigger: str,
                     resolution: Any) -> tuple[Any, ...]:
@@ -284,7 +284,7 @@ class DatasetHandlers:
             return self._view(session, f"⚠️ Nothing to undo: {err}.", trigger, resolution)
         kept = f"; {undone.kept} edited by hand since were kept" if undone.kept else ""
         return self._view(session, f"Undid {undone.label}: {undone.restored} captions restored{kept}.", trigger,
-                          resolution)
+                          resolution, gallery="if-changed")
 
     def revert(self, session: DatasetSession | None, pending: str, trigger: str, resolution: Any) -> tuple[Any, ...]:
         """Drop every unsaved change (itself undoable)."""
@@ -293,7 +293,7 @@ class DatasetHandlers:
         editor = session.editor
         changed = editor.fill({rel: editor.saved[rel] for rel in editor.unsaved()}, "revert unsaved changes")
         return self._view(session, f"Reverted {changed} unsaved caption changes (Undo brings them back).", trigger,
-                          resolution)
+                          resolution, gallery="if-changed")
 
     def save(self, session: DatasetSession | None, pending: str, trigger: str, resolution: Any) -> tuple[Any, ...]:
         """Write every caption to its .txt sidecar and metadata.jsonl (all or nothing)."""

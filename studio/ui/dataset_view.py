@@ -18,7 +18,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gradio as gr
 import pandas as pd
@@ -174,14 +174,24 @@ def gallery_label(session: DatasetSession, rel: str) -> str:
     return rel if session.editor.captions[rel] else f"{NO_CAPTION} · {rel}"
 
 
-def gallery_page(session: DatasetSession, thumbs_dir: Path) -> tuple[list[tuple[str, str]], str]:
-    """The current page's (thumbnail, label) pairs and the "page i of n" line; remembers which
-    image each gallery slot holds so a click can be mapped back to it."""
+def _page(session: DatasetSession) -> tuple[list[str], str]:
+    """The current page's images (the page number clamped to the pages there are) and its "page i of n"
+    line."""
     visible = session.visible_rels()
     pages = session.page_count(visible)
     session.page = min(max(session.page, 0), pages - 1)
     start = session.page * PAGE_SIZE
-    rels = visible[start:start + PAGE_SIZE]
+    total = len(session.editor.captions)
+    what = f"{len(visible)} of {total} images" if len(visible) != total else f"{total} images"
+    line = (f"Page {session.page + 1} of {pages} · {what}" if visible
+            else f"No image matches the filter ({total} images in the dataset)")
+    return visible[start:start + PAGE_SIZE], line
+
+
+def gallery_page(session: DatasetSession, thumbs_dir: Path) -> tuple[list[tuple[str, str]], str]:
+    """The current page's (thumbnail, label) pairs and the "page i of n" line; remembers which
+    image each gallery slot holds so a click can be mapped back to it."""
+    rels, line = _page(session)
     items, shown = [], []
     for rel in rels:
         thumb = thumbnail(session.folder / rel, thumbs_dir)
@@ -190,26 +200,27 @@ def gallery_page(session: DatasetSession, thumbs_dir: Path) -> tuple[list[tuple[
             shown.append(rel)
     session.page_rels = shown
     session.page_labels = [label for _, label in items]
-    total = len(session.editor.captions)
-    what = f"{len(visible)} of {total} images" if len(visible) != total else f"{total} images"
-    line = (f"Page {session.page + 1} of {pages} · {what}" if visible
-            else f"No image matches the filter ({total} images in the dataset)")
     return items, line
 
 
 # --- the whole view ------------------------------------------------------------------------------
 
+GalleryMode = Literal["send", "if-changed", "if-relabelled"]
+
+
 def render_view(session: DatasetSession | None, thumbs_dir: Path, trigger: str, resolution: int, *,
-                changed: bool = True, gallery: bool = True) -> tuple[Any, ...]:
+                changed: bool = True, gallery: GalleryMode = "send") -> tuple[Any, ...]:
     """(state, status, gallery, page line, preview, caption, image info, report, *tables).
 
     What is sent stays the same size however big the dataset: at most one gallery page, the report's
     summary, the lint (a few findings, a few names each) and the report tab being shown; the other tables
     are left as they are (`gr.skip()`) and drawn when their tab is opened (`show_report_tab`). With
     `changed=False` (no caption changed) the gallery, report and tables are all left as they are in the
-    page; with `gallery=False` (one caption edited) the gallery is sent only if a label on it changed
-    (the image gained or lost its caption): Gradio's handling of a page of thumbnails costs more than
-    the rest of an edit together."""
+    page. The gallery page, whose thumbnails cost Gradio more to send than the rest of an edit together,
+    is sent whole with `gallery="send"` (a dataset opened, a page or filter changed); with "if-changed"
+    (a bulk edit) only if the page would show other images or labels, else just its page line; with
+    "if-relabelled" (one caption edited, its image stays where it is even if a filter no longer matches
+    it) only if a label on it changed (the image gained or lost its caption)."""
     if session is None:
         return (None, status_markdown(None), [], "", None, "", "", report_markdown(None), *report_tables(None))
     if changed or session.report is None:
@@ -218,10 +229,14 @@ def render_view(session: DatasetSession | None, thumbs_dir: Path, trigger: str, 
     if not changed:
         return (session, status_markdown(session), gr.skip(), gr.skip(), *selection,
                 *[gr.skip()] * (1 + len(TABLES)))  # the report and its tables
-    if gallery or [gallery_label(session, rel) for rel in session.page_rels] != session.page_labels:
+    items, page_line = gr.skip(), gr.skip()
+    relabelled = [gallery_label(session, rel) for rel in session.page_rels] != session.page_labels
+    if gallery == "send" or relabelled:
         items, page_line = gallery_page(session, thumbs_dir)
-    else:
-        items, page_line = gr.skip(), gr.skip()
+    elif gallery == "if-changed":
+        rels, page_line = _page(session)
+        if rels != session.page_rels:
+            items, page_line = gallery_page(session, thumbs_dir)
     return (session, status_markdown(session), items, page_line, *selection, report_markdown(session.report),
             *report_tables(session, {"lint", session.table}))
 
