@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:
         # Importing Gradio and PyTorch takes seconds (tens on a busy machine): say so before it starts.
-        print(f"LoRA Studio {__version__}: starting (loading Gradio and PyTorch, then building the page)…", flush=True)
+        print(f"LoRA Studio {__version__}: starting (loading Gradio, then building the page; PyTorch loads "
+              "once it is served)…", flush=True)
         from studio.ui.app import launch
 
         return launch(args)

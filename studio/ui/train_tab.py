@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 TITLE, TAB_ID = "Train", TRAIN_TAB
 DEFAULT_PRESET = "tiny-demo"
 BUTTONS = ("start", "pause", "resume", "stop", "sample", "save")
-LIVE_SECONDS = 0.25
-"""How often a page's stream looks at the snapshot: the page's step trails the engine's by this plus delivery."""
+LIVE_SECONDS = 0.5
+"""How often a page's stream looks at the snapshot: the page's step trails the engine's by at most this plus
+delivery (well under the 1 s promised). Each look that finds a new snapshot costs the server ~6 CPU-ms of
+Gradio's streaming work, so twice as often would double what open pages take from a job (bench --live)."""
 CHART_SECONDS = 3.0
 """While a job runs, the charts are redrawn at most this often (new points wait; an ended job's come at once)."""
 RESTART_SECONDS = 5.0
