@@ -217,7 +217,10 @@ def test_show_run_lists_checkpoints_samples_and_curve(handlers):
     assert chart.step.max() == 4
     assert [v for _, v in steps.choices] == [2, 4] and steps.value == 4 and len(gallery.value) == 2
     assert gallery.label == "Samples"  # a pretrained base: no noise label
-    assert ckpts.Step.tolist() == [4, 2] and pick.value == 4 and "step 4" in note
+    assert ckpts.Step.tolist() == [4, 2] and pick.value == 4
+    assert note == ("Resume continues from the run's **latest** checkpoint (step 4), with its optimizer state and "
+                    "data order. It finished all 4 steps: to train more, extend it (`resume done --max-steps N`, or "
+                    "Train N more steps).")
 
 
 def test_export_gives_downloadable_files(handlers):

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 TITLE, TAB_ID = "Checkpoints", CHECKPOINTS_TAB
 FORMATS = export_view.FORMATS
-RESUME_NOTE = "Resume continues from the run's **latest** checkpoint{where}, with its optimizer state and data order."
+RESUME_NOTE = ("Resume continues from the run's **latest** checkpoint{where}, with its optimizer state and data "
+               "order.{why}")
 MORE_STEPS = 500
 """The default of "Train N more steps"."""
 
@@ -87,7 +88,8 @@ class CheckpointHandlers:
         if not name:
             return ("", gr.Accordion(visible=False), "", None, gr.Dropdown(choices=[], value=None),
                     [], runs_view.empty_checkpoints_table(), gr.Dropdown(choices=[], value=None),
-                    RESUME_NOTE.format(where=""), gr.Group(visible=False), gr.File(value=None, visible=False),
+                    RESUME_NOTE.format(where="", why=""), gr.Group(visible=False),
+                    gr.File(value=None, visible=False),
                     gr.Dropdown(choices=export_view.preview_choices(None), value=export_view.AUTO))
         run = self.studio.run(name)
         info = run.read_status()
@@ -99,7 +101,7 @@ class CheckpointHandlers:
         latest_samples = sample_steps[-1] if sample_steps else None
         steps = [c.step for c in run.checkpoints()]
         where = f" (step {steps[-1]})" if steps else " (this run has none yet)"
-        where += f". {state.why[0].upper()}{state.why[1:]}."
+        why = f" {state.why[0].upper()}{state.why[1:]}."
         return (
             runs_view.run_summary_html(run, snap),
             gr.Accordion(visible=failed), info.get("traceback") or "",
@@ -109,7 +111,7 @@ class CheckpointHandlers:
                        label=live.images_label("Samples", live.run_base_model(run))),
             runs_view.checkpoints_table(run),
             gr.Dropdown(choices=list(reversed(steps)), value=steps[-1] if steps else None),
-            RESUME_NOTE.format(where=where),
+            RESUME_NOTE.format(where=where, why=why),
             gr.Group(visible=False),
             gr.File(value=None, visible=False),
             gr.Dropdown(choices=export_view.preview_choices(run), value=export_view.AUTO),
@@ -298,7 +300,7 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                                  info="Continue from the latest checkpoint for this many steps.")
                 extend = gr.Button("Train N more steps")
                 delete = gr.Button("Delete checkpoint…", variant="stop")
-            resume_note = gr.Markdown(RESUME_NOTE.format(where=""), elem_classes="notice")
+            resume_note = gr.Markdown(RESUME_NOTE.format(where="", why=""), elem_classes="notice")
             with gr.Group(visible=False) as confirm_box:
                 confirm_text = gr.Markdown(padding=True)
                 with gr.Row():
