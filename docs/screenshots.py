@@ -49,8 +49,12 @@ def shoot(page, name: str) -> None:
 
 
 def images_loaded(page, selector: str) -> None:
+    """Every image of `selector` that is in view has loaded (a gallery's lazy images below its scroll
+    area load only when scrolled to, and a screenshot does not show them)."""
     page.wait_for_function(f"""() => {{ const imgs = [...document.querySelectorAll('{selector} img')];
-        return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }}""", timeout=TIMEOUT_MS)
+        const inView = imgs.filter(i => {{ const r = i.getBoundingClientRect();
+            return r.width > 0 && r.bottom > 0 && r.top < window.innerHeight; }});
+        return inView.length > 0 && inView.every(i => i.complete && i.naturalWidth > 0); }}""", timeout=TIMEOUT_MS)
 
 
 

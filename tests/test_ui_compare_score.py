@@ -275,6 +275,20 @@ def test_a_scored_grid_reopens_from_scores_json_without_recomputing(score, score
     assert summary == NOT_SCORED.format(grid="second") and table.empty
 
 
+def test_a_grid_scored_without_dino_charts_clip_i_instead_of_nothing(scored, studio):
+    import copy
+
+    from studio.eval.scoring import load_scores
+
+    scores = copy.deepcopy(load_scores(studio.roots.run(RUN), "first"))
+    for column in scores["columns"]:
+        column["dino"] = None  # as scored with the DINO backbone "none"
+    frame = eval_view.chart_frame(scores, "DINO")
+    assert frame is not None and list(frame["fidelity"]) == [c["clip_i"] for c in scores["columns"]]
+    assert eval_view.chart_titles(scores, "DINO")[1] == "fidelity: CLIP-I (tiny-random, no DINO score)"
+    assert eval_view.chart_titles(scores, "CLIP-I")[1] == "fidelity: CLIP-I (tiny-random)"
+
+
 def test_the_score_pickers_list_runs_with_grids_newest_first(score, scored):
     run, grids, batches, refs, clip, dino = score.list_runs(None, None)
     assert arg(run, "value") == RUN and arg(grids, "choices")[:2] == ["second", "first"]

@@ -183,7 +183,7 @@ def chart_frame(scores: dict[str, Any] | None, fidelity: str) -> pd.DataFrame | 
     when nothing is scored (an empty frame would fix the chart's axes as categorical)."""
     if not scores:
         return None
-    key = FIDELITY.get(fidelity, "dino")
+    key = FIDELITY[drawn_fidelity(scores, fidelity)]
     base = baseline_column(scores["columns"])
     points = [(c["clip_t"], c[key], display_label(c, base))
               for c in scores["columns"] if c.get("clip_t") is not None and c.get(key) is not None]
@@ -232,10 +232,21 @@ def chart_legend_html(colors: dict[str, str]) -> str:
     return f'<div class="chart-legend" aria-label="Legend">{chips}</div>' if chips else ""
 
 
+def drawn_fidelity(scores: dict[str, Any] | None, fidelity: str) -> str:
+    """The fidelity axis the chart draws: the one picked, or CLIP-I when the grid has no score of it (scored
+    without a DINO backbone), so a scored grid never shows an empty chart."""
+    picked = fidelity if fidelity in FIDELITY else "DINO"
+    if scores and not any(c.get(FIDELITY[picked]) is not None for c in scores["columns"]):
+        return "CLIP-I"
+    return picked
+
+
 def chart_titles(scores: dict[str, Any] | None, fidelity: str) -> tuple[str, str]:
     clip, dino = backbone_names(scores) if scores else ("CLIP", "DINO")
-    backbone = dino if FIDELITY.get(fidelity, "dino") == "dino" else clip
-    return f"prompt adherence: CLIP-T ({clip})", f"fidelity: {fidelity} ({backbone})"
+    drawn = drawn_fidelity(scores, fidelity)
+    backbone = dino if FIDELITY[drawn] == "dino" else clip
+    instead = f", no {fidelity} score" if drawn != fidelity and fidelity in FIDELITY else ""
+    return f"prompt adherence: CLIP-T ({clip})", f"fidelity: {drawn} ({backbone}{instead})"
 
 
 def scores_summary(scores: dict[str, Any], base_model: str | None = None) -> str:
