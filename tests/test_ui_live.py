@@ -53,7 +53,7 @@ class Stream:
             self.go.clear()
 
         monkeypatch.setattr(train_tab, "asyncio", types.SimpleNamespace(sleep=wait))
-        monkeypatch.setattr(train_tab.time, "monotonic", lambda: self.clock)
+        monkeypatch.setattr(train_tab, "time", types.SimpleNamespace(monotonic=lambda: self.clock))
         self.sent = self._run(self._until_waiting())  # the first look, as a page opens
 
     def _run(self, work):
