@@ -223,8 +223,8 @@ class DatasetHandlers:
     def apply_caption(self, session: DatasetSession | None, pending: str, trigger: str,
                       resolution: Any) -> tuple[Any, ...]:
         if session is None or session.selected is None:
-            gr.Warning("Click an image first, then edit its caption.")
-            return self._view(session, None, trigger, resolution, changed=False)
+            return self._view(session, "⚠️ Click an image first, then edit its caption.", trigger, resolution,
+                              changed=False)
         changed = self._apply_pending(session, pending)
         notice = f"Caption of `{session.selected}` updated (not saved yet)." if changed else None
         return self._view(session, notice, trigger, resolution, changed=changed, gallery="if-relabelled")
@@ -280,7 +280,6 @@ class DatasetHandlers:
         try:
             undone = session.editor.undo()
         except EditError as err:
-            gr.Warning(f"Nothing to undo: {err}.")
             return self._view(session, f"⚠️ Nothing to undo: {err}.", trigger, resolution)
         kept = f"; {undone.kept} edited by hand since were kept" if undone.kept else ""
         return self._view(session, f"Undid {undone.label}: {undone.restored} captions restored{kept}.", trigger,
@@ -312,7 +311,6 @@ class DatasetHandlers:
             names = ", ".join(list(result.shadowed)[:5])
             message = (f"{len(result.shadowed)} images you left without a caption still get one from captions.json "
                        f"({names}): training will use it. Give them a caption, or remove their entries there.")
-            gr.Warning(message)
             notice += f" ⚠️ {message}"
         return self._view(session, notice, trigger, resolution)
 
@@ -331,8 +329,6 @@ class DatasetHandlers:
             result = session.editor.import_captions_json(jsons[0], ids[0] if ids else None)
         except EditError as err:
             raise gr.Error(str(err), title="Import captions.json") from None
-        for warning in result.warnings:
-            gr.Warning(warning)
         notice = (f"Imported {jsons[0].name}: captions for {result.matched} of {len(session.editor.captions)} images, "
                   f"{result.changed} changed (not saved yet; Undo reverts it).")
         if result.warnings:
@@ -411,7 +407,6 @@ class DatasetHandlers:
                 existing=existing,
                 progress=lambda done, total: progress((done, total), desc="Captioning", unit="images"))
         except AcceleratorBusy as err:
-            gr.Warning(str(err))
             return self._view(session, f"⚠️ {err}", trigger, resolution, changed=False)
         except CaptionerError as err:
             raise gr.Error(str(err), title="Auto-caption failed") from None
@@ -426,7 +421,6 @@ class DatasetHandlers:
             notice += f" Skipped {len(result.skipped)}: " + "; ".join(f"{rel} ({why})" for rel, why in result.skipped)
         if result.random_weights:
             warning = f"{result.model} has random weights: its captions are noise, for testing the flow only."
-            gr.Warning(warning)
             notice += f" ⚠️ {warning}"
         return self._view(session, notice, trigger, resolution)
 

@@ -158,8 +158,6 @@ class TrainHandlers:
             first = str(err).split("\n", 1)[0]
             raise Refusal(f"Test setup failed: {first}", str(err)) from None
         title, *lines = report.lines()
-        if report.oom:
-            gr.Warning(report.oom)
         return f"**{title}**\n\n```\n" + "\n".join(lines) + "\n```"
 
     def _command(self, action, done: str) -> str:
