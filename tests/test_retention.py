@@ -87,9 +87,12 @@ def test_save_now_survives_keep_last_and_the_tab_says_what_the_next_checkpoint_p
         runner.stop()
         assert runner.join(120)
     steps = [c.step for c in run.checkpoints()]
-    assert manual in steps and manual % 5, f"the Save-now checkpoint {manual} was pruned: {steps}"
+    assert manual in steps, f"the Save-now checkpoint {manual} was pruned: {steps}"
     scheduled = [s for s in steps if s != manual]
-    assert len(scheduled) == 2, steps  # keep_last 2 pruned the older scheduled ones
+    assert len(scheduled) == 2 and all(s % 5 == 0 for s in scheduled), steps  # keep_last 2 pruned the older ones
+    # older than both checkpoints keep_last keeps, so only Save now keeps it (on a busy machine the request
+    # may be taken at a scheduled step, 5 or 10: that checkpoint is then a Save-now one, and kept as one)
+    assert manual < min(scheduled), steps
 
     table = runs_view.checkpoints_table(run).set_index("Step")
     assert table.loc[manual, "Kept"] == "kept: Save now"
