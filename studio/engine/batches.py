@@ -131,6 +131,11 @@ def augment(image: Image.Image, aug: Augmentation | None) -> Image.Image:
     return image
 
 
+def variant_tensor(image: Image.Image, flipped: bool, aug: Augmentation | None) -> torch.Tensor:
+    """One cached variant of a cropped training image as the VAE's input: flipped or not, then augmented."""
+    return to_tensor(augment(image.transpose(FLIP) if flipped else image, aug))
+
+
 class DataOrder:
     """Bucketed batches, reshuffled each epoch from (seed, epoch).
 

@@ -37,7 +37,7 @@ import safetensors.torch
 import torch
 
 from studio.core.atomic import write_bytes_atomic
-from studio.engine.batches import FLIP, Augmentation, Example, augment, load_training_image, to_tensor
+from studio.engine.batches import Augmentation, Example, load_training_image, variant_tensor
 from studio.engine.conditioning import TextEmbedding, encode_images, encode_text, tokenize
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def cache_latents(vae, examples: list[Example], *, flip: bool, augmentations: Au
 
     def pixels(index: int) -> list[tuple[LatentKey, str, torch.Tensor]]:
         image, _ = load_training_image(by_index[index])
-        return [(lkey, key, to_tensor(augment(image.transpose(FLIP) if flipped else image, aug)))
+        return [(lkey, key, variant_tensor(image, flipped, aug))
                 for lkey, key, flipped, aug in missing[index]]
 
     batch: list[tuple[LatentKey, str, torch.Tensor]] = []

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from studio.config import RunConfig
+from studio.engine.runs import RunFolder
 from studio.paths import REPO_ROOT
 
 # The settings of the comparison (the issue's): a preset's other values stay, `--set` overrides these.
@@ -272,11 +273,7 @@ def steps_reported(log_text: str) -> int | None:
 
 
 def _our_steps(work: Path, argv: list[str]) -> int | None:
-    name = argv[argv.index("--name") + 1]
-    metrics = work / "runs" / name / "metrics.jsonl"
-    if not metrics.is_file():
-        return None
-    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = RunFolder(work / "runs" / argv[argv.index("--name") + 1]).read_metrics()
     return max((r["step"] for r in rows if "loss" in r), default=None)
 
 

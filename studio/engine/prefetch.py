@@ -27,8 +27,8 @@ from typing import Callable
 
 import torch
 
-from studio.engine.batches import (FLIP, DataOrder, Example, ImageUnreadable, augment, draw_variants,
-                                   load_training_image, micro_rng, to_tensor)
+from studio.engine.batches import (DataOrder, Example, ImageUnreadable, draw_variants, load_training_image,
+                                   micro_rng, variant_tensor)
 
 AHEAD = 2
 """Micro-batches made ahead: one ready while the next is made is enough to hide the decoding."""
@@ -92,8 +92,7 @@ class PixelFeed:
                 image, _ = load_training_image(ex)
             except ImageUnreadable as err:
                 raise ImageUnreadable(f"at step {micro // self.micro_per_step + 1}: {err}") from err
-            pixels.append(to_tensor(augment(image.transpose(FLIP) if flipped else image,
-                                            self.augmentations(ex)[copy])))
+            pixels.append(variant_tensor(image, flipped, self.augmentations(ex)[copy]))
         return torch.stack(pixels)
 
     def _start(self, micro: int) -> None:

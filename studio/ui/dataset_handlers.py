@@ -425,11 +425,11 @@ class DatasetHandlers:
         return self._view(session, notice, trigger, resolution)
 
     # --- the disk cache of training tensors ---------------------------------------------------------
-    def cache_line(self) -> str:
-        """What the disk cache of latents and caption embeddings holds, and where."""
+    def cache_line(self, usage: Any = None) -> str:
+        """What the disk cache of latents and caption embeddings holds (`usage`, else counted now), and where."""
         from studio.engine.caches import tensor_cache_usage  # imports torch: not while the page is built
 
-        usage = tensor_cache_usage()
+        usage = usage or tensor_cache_usage()
         counts = f"{usage.entries.get('latents', 0):,} latents, {usage.entries.get('text', 0):,} caption embeddings"
         return (f"**{human_bytes(usage.bytes)}** of cached latents and caption embeddings ({counts}) in "
                 f"`{usage.folder}`. Runs on the same images and model reuse them; after clearing, the next run "
@@ -441,13 +441,13 @@ class DatasetHandlers:
 
         usage = tensor_cache_usage()
         if not usage.bytes:
-            return self.cache_line(), gr.Row(visible=False), gr.Button()
-        return (self.cache_line(), gr.Row(visible=True),
+            return self.cache_line(usage), gr.Row(visible=False), gr.Button()
+        return (self.cache_line(usage), gr.Row(visible=True),
                 gr.Button(value=f"Delete {human_bytes(usage.bytes)} of cached tensors"))
 
     def clear_cache(self) -> tuple[Any, ...]:
         """Empty the cache, unless a job holds the accelerator (it may be writing or reading entries)."""
-        from studio.engine.caches import clear_tensor_cache, tensor_cache_usage
+        from studio.engine.caches import clear_tensor_cache, tensor_cache_dir
 
         holder = getattr(self.studio.runner, "lock", ACCELERATOR).current()
         if holder is not None:
@@ -456,7 +456,7 @@ class DatasetHandlers:
         try:
             cleared = clear_tensor_cache()
         except OSError as err:
-            raise Refusal(f"Could not clear the cache in {tensor_cache_usage().folder}: {err.strerror or err}.",
+            raise Refusal(f"Could not clear the cache in {tensor_cache_dir()}: {err.strerror or err}.",
                           str(err)) from None
         entries = sum(cleared.entries.values())
         notice = live.notice(f"Cleared the cache: {human_bytes(cleared.bytes)} ({entries:,} entries) deleted.")

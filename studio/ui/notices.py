@@ -50,8 +50,8 @@ def refused_as(lead: str, field: str | None = None,
         raise refusal_from(lead, err, field) from None
 
 
-def refusal_from(lead: str, err: Exception, field: str | None = None) -> Refusal:
-    """A library's error as a refusal: "`lead`: its first line", the rest in the details."""
+def refusal_from(lead: str, err: Exception | str, field: str | None = None) -> Refusal:
+    """A library's error (or its message) as a refusal: "`lead`: its first line", the rest in the details."""
     first, _, rest = str(err).partition("\n")
     return Refusal(f"{lead}: {first}" if lead else first, rest, field=field)
 
@@ -70,11 +70,8 @@ def refusal_of(err: Exception) -> Refusal:
     """A `Refusal` as is; a `gr.Error` as a refusal with its title as the line's lead."""
     if isinstance(err, Refusal):
         return err
-    message = str(getattr(err, "message", err))
     title = getattr(err, "title", None)
-    lead = f"{title}: " if title and title != "Error" else ""
-    first, _, rest = message.partition("\n")
-    return Refusal(f"{lead}{first}", rest)
+    return refusal_from(title if title and title != "Error" else "", str(getattr(err, "message", err)))
 
 
 def _mark(component: gr.components.Component, invalid: bool) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Out of the box the form holds the `tiny-demo` preset on the built-in demo dataset, so pressing
 Start with no typing trains a LoRA in about a minute. The live view is one stream per page
-(`follow`): it looks at the shared runner's in-memory snapshot four times a second and sends the
+(`follow`): it looks at the shared runner's in-memory snapshot every `LIVE_SECONDS` and sends the
 header and the job panel (tiles, progress bar), both drawn from the same snapshot, whenever it
 changed; the rest of the view (`poll`: buttons, samples, error, the loss chart at most every
 `CHART_SECONDS`) is sent only when it changed. A page opened while a job runs shows that job's
