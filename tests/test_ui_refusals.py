@@ -15,7 +15,7 @@ import pytest
 
 from studio.core.lock import ACCELERATOR, AcceleratorLock
 from studio.engine.runner import Runner
-from studio.ui import eval_view
+from studio.ui import eval_view, live
 from studio.ui.app import Settings, build_app
 from studio.ui.compare_tab import CompareHandlers
 from studio.ui.notices import INVALID, Refusal, wire
@@ -234,7 +234,7 @@ def test_the_score_chart_has_fixed_axes_and_a_legend_that_wraps():
     colors = eval_view.chart_colors(scores, frame)
     assert list(colors) == list(frame["column"]) and colors["prompt only (baseline)"] == eval_view.BASELINE_COLOR
     assert len(set(colors.values())) == 3
-    legend = eval_view.chart_legend_html(colors)
+    legend = live.legend_html(colors, "Columns", marker="dot")
     assert legend.count('class="legend-chip"') == 3 and "Freepik (external)" in legend
 
 

@@ -225,13 +225,6 @@ def chart_colors(scores: dict[str, Any] | None, frame: pd.DataFrame | None) -> d
             for label in dict.fromkeys(frame[CHART_COLOR])}
 
 
-def chart_legend_html(colors: dict[str, str]) -> str:
-    """The chart's legend as chips that wrap (the plot's own legend is cut when the labels are long)."""
-    chips = "".join(f'<span class="legend-chip"><span class="legend-dot" style="background:{color}"></span>'
-                    f"{html.escape(label)}</span>" for label, color in colors.items())
-    return f'<div class="chart-legend" aria-label="Legend">{chips}</div>' if chips else ""
-
-
 def drawn_fidelity(scores: dict[str, Any] | None, fidelity: str) -> str:
     """The fidelity axis the chart draws: the one picked, or CLIP-I when the grid has no score of it (scored
     without a DINO backbone), so a scored grid never shows an empty chart."""

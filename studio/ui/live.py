@@ -98,12 +98,16 @@ def badge_html(status: str, extra: str = "") -> str:
     return f'<span class="status-badge status-{html.escape(status)}">{html.escape(label)}</span>{tail}'
 
 
-def legend_html(colors: dict[str, str], label: str) -> str:
-    """The chart's legend as chips (a line swatch in the series colour and its name); the plot's own
-    legend is off, its hollow circles read as radio buttons."""
-    chips = "".join(f'<span class="series-chip" role="listitem"><i style="background:{html.escape(color)}"></i>'
-                    f'{html.escape(name)}</span>' for name, color in colors.items())
-    return f'<div class="series-chips" role="list" aria-label="{html.escape(label)}">{chips}</div>'
+def legend_html(colors: dict[str, str], label: str, marker: str = "line") -> str:
+    """A chart's legend as chips that wrap: a swatch in the series colour (`marker` "line" for a line
+    chart, "dot" for a scatter plot's points) and its name. The plots' own legends are off: their hollow
+    circles read as radio buttons, and long labels were cut."""
+    if not colors:
+        return ""
+    chips = "".join(f'<span class="legend-chip" role="listitem"><i class="legend-{marker}" '
+                    f'style="background:{html.escape(color)}"></i>{html.escape(name)}</span>'
+                    for name, color in colors.items())
+    return f'<div class="chart-legend" role="list" aria-label="{html.escape(label)}">{chips}</div>'
 
 
 def header_job_html(snap: Snapshot) -> str:

@@ -127,7 +127,7 @@ class ScoreHandlers:
             eval_view.columns_table(scores),
             gr.ScatterPlot(frame, x_title=x_title, y_title=y_title, color_map=colors or None, colors_in_legend=[],
                            **eval_view.chart_limits(frame)),
-            eval_view.chart_legend_html(colors),
+            live.legend_html(colors, "Columns", marker="dot"),
             eval_view.recommendation_md(scores) if scores else "",
             eval_view.images_table(scores),
         )

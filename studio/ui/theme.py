@@ -59,10 +59,6 @@ CSS = """
 .job-panel .stats:not(.facts) { grid-template-columns: repeat(auto-fit, minmax(86px, 1fr)); }
 .job-panel .stat-value { white-space: normal; overflow: hidden; text-overflow: ellipsis; }
 .stat-of { font-size: .72rem; font-weight: 500; color: var(--body-text-color-subdued); white-space: nowrap; }
-.series-chips { display: flex; flex-wrap: wrap; gap: 6px; padding: 4px 6px 2px; }
-.series-chip { display: inline-flex; align-items: center; gap: 6px; padding: 1px 9px; border-radius: 999px;
-  font-size: .75rem; border: 1px solid var(--border-color-primary); background: var(--background-fill-secondary); }
-.series-chip i { display: inline-block; width: 14px; height: 3px; border-radius: 2px; }
 .error-callout { padding: 10px 12px; border-radius: var(--radius-md); border: 1px solid #dc2626;
   background: rgba(220, 38, 38, .08); white-space: pre-wrap; }
 .controls button { white-space: nowrap; }
@@ -86,9 +82,12 @@ CSS = """
   opacity: 1; z-index: 5; }
 .invalid input, .invalid textarea, .invalid .wrap { border-color: #dc2626 !important;
   box-shadow: 0 0 0 1px #dc2626 !important; }
-.chart-legend { display: flex; flex-wrap: wrap; gap: 4px 12px; padding: 2px 8px 6px; font-size: .8rem; }
-.legend-chip { display: inline-flex; align-items: center; gap: 5px; }
-.legend-dot { width: 9px; height: 9px; border-radius: 50%; flex: none; }
+.chart-legend { display: flex; flex-wrap: wrap; gap: 6px; padding: 4px 6px 2px; }
+.legend-chip { display: inline-flex; align-items: center; gap: 6px; padding: 1px 9px; border-radius: 999px;
+  font-size: .75rem; border: 1px solid var(--border-color-primary); background: var(--background-fill-secondary); }
+.legend-chip i { display: inline-block; flex: none; }
+.legend-line { width: 14px; height: 3px; border-radius: 2px; }
+.legend-dot { width: 9px; height: 9px; border-radius: 50%; }
 #grid-gallery .caption-label { max-width: calc(100% - 8px); white-space: normal; overflow-wrap: anywhere;
   display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; }
 """
