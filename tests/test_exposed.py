@@ -118,6 +118,17 @@ def test_nothing_before_login_names_a_run_a_dataset_a_model_or_an_endpoint(expos
         assert page.status_code == 200 and '"auth_required":true' in page.text.replace(" ", "")
 
 
+def test_the_live_feed_needs_the_login_too(exposed, session):
+    url, *_ = exposed
+    with httpx.Client(base_url=url) as http:
+        refused = http.get("/studio/live")
+        assert refused.status_code == 401 and "event-stream" not in refused.headers.get("content-type", "")
+    with session.stream("GET", "/studio/live", timeout=30) as feed:
+        assert feed.status_code == 200 and feed.headers["content-type"].startswith("text/event-stream")
+        first = next(line for line in feed.iter_lines() if line.startswith("data: "))
+    assert '"header"' in first and '"job"' in first and "status-badge" in first
+
+
 def _call(http: httpx.Client, api_name: str, *data) -> str:
     """What the page gets from an event, as the raw event stream text (a dropdown's choices included)."""
     response = http.post(f"/gradio_api/call/{api_name}", json={"data": list(data)})

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning") 
 
 FAST = {"sample.inference_steps": 2, "train.batch_size": 2, "optim.warmup_steps": 0}
 EXPECTED_ENDPOINTS = {
-    "/start", "/pause", "/resume", "/stop", "/sample_now", "/save_now", "/live", "/poll", "/load_preset", "/resolve_config",
+    "/start", "/pause", "/resume", "/stop", "/sample_now", "/save_now", "/live", "/poll", "/loss_chart", "/load_preset", "/resolve_config",
     "/pick_base", "/on_load", "/suggest_run_name", "/list_runs", "/show_run", "/pick_run_row", "/show_samples",
     "/export_checkpoint", "/resume_run", "/ask_delete", "/cancel_delete", "/delete_checkpoint", "/follow_job",
     "/test_setup", "/extend_run",

@@ -61,6 +61,11 @@ def test_start_on_the_defaults_pause_resume_stop_and_find_the_checkpoint(studio_
     first = loss_line_length(page)
     page.wait_for_function(f"""() => [...document.querySelectorAll('#loss-chart path')]
         .map(p => (p.getAttribute('d') || '').length).reduce((a, b) => a + b, 0) > {first}""", timeout=TIMEOUT_MS)
+    # the header and the panel come over the live feed (not Gradio's queue): both show its latest snapshot
+    page.wait_for_function("""() => { const feed = window.studioLiveFeed, mark = feed && feed.latest
+            && `<!--v${feed.latest.version}-->`;
+        return feed && feed.messages >= 3 && ['#header-job', '#job'].every(
+            id => document.querySelector(id).innerHTML.includes(mark)); }""", timeout=TIMEOUT_MS)
 
     # 2. Another browser tab shows the same job, and a reload re-attaches.
     other = browser.new_page(viewport=VIEWPORT)

@@ -137,7 +137,10 @@ def test_baseline_prompt_other_generator_and_a_scored_batch(studio_url, browser,
     # 3. A batch of the LoRA, captioned, then scored as a distribution.
     page.get_by_role("tab", name="Compare").click()
     page.get_by_role("button", name="Batch generation").click()
-    page.get_by_label("Images", exact=True).fill("3")
+    images = page.get_by_label("Images", exact=True)
+    images.fill("3")
+    images.press("Tab")  # committed before Generate reads it, as for every number typed in these tests
+    expect(images).to_have_value("3")
     field(page, "Batch name").fill("synthetic")
     page.get_by_role("button", name="Generate", exact=True).click()
     expect(page.locator("#batch-status")).to_contain_text("Wrote 3 images", timeout=TIMEOUT_MS)

@@ -28,6 +28,7 @@ from studio.engine.environment import environment_report
 from studio.engine.runner import Runner
 from studio.ui import checkpoints_tab, compare_tab, dataset_tab, live, score_tab, train_tab
 from studio.ui.context import Studio
+from studio.ui.live_feed import LiveFeed, live_script
 from studio.ui.login_guard import LoginGuard
 from studio.ui.security import Roots, is_exposed, is_loopback, running_on_space
 from studio.ui.theme import CSS, studio_theme
@@ -105,7 +106,7 @@ def build_app(settings: Settings, runner: Runner | None = None) -> tuple[gr.Bloc
             brand = gr.HTML(_header_html(None, settings), elem_id="brand", scale=3, min_width=480, padding=False)
             with gr.Column(scale=2, min_width=320, elem_id="header-right"):
                 studio.header_job = gr.HTML(live.header_job_html(studio.runner.snapshot()), elem_id="header-job",
-                                            label="Current job", padding=False)
+                                            label="Current job", padding=False, js_on_load=live_script("header"))
                 studio.notice = gr.Markdown(elem_id="notice", padding=False, label="Last action")
         studio.job_key = gr.State(None)
         with gr.Tabs() as studio.tabs:
@@ -129,14 +130,15 @@ def _landing_tab(studio: Studio) -> Any:
     return gr.Tabs(selected=train_tab.TAB_ID) if studio.runner.snapshot().active else gr.skip()
 
 
-def launch_options(settings: Settings) -> dict[str, Any]:
-    """`Blocks.launch` arguments: auth, the outputs root as the only servable path, no monitoring, no MCP."""
+def launch_options(settings: Settings, routes: list | tuple = ()) -> dict[str, Any]:
+    """`Blocks.launch` arguments: auth, the outputs root as the only servable path, no monitoring, no MCP;
+    the login guard, and the studio's own `routes` (the live feed) ahead of Gradio's."""
     return dict(
         server_name=settings.host, server_port=settings.port, share=settings.share, auth=settings.auth,
         auth_message="LoRA Studio: log in with the user and password given to --auth / STUDIO_AUTH.",
         allowed_paths=settings.roots.allowed_paths(), enable_monitoring=False, mcp_server=False, run_history=False,
         show_error=not settings.exposed, footer_links=["api", "settings"], theme=studio_theme(), css=CSS,
-        ssr_mode=False, app_kwargs={"middleware": [Middleware(LoginGuard)]},
+        ssr_mode=False, app_kwargs={"middleware": [Middleware(LoginGuard)], "routes": list(routes)},
     )
 
 
@@ -163,7 +165,9 @@ def start_studio(settings: Settings, runner: Runner | None = None,
     # _frontend=False skips Gradio's own reachability check, a HEAD with a 3 s timeout that, on a busy
     # machine, times out and aborts the start with "localhost is not accessible" although the server is
     # up; `launch()` waits for the page itself instead (`wait_for_page`).
-    app.launch(prevent_thread_lock=prevent_thread_lock, quiet=True, _frontend=False, **launch_options(settings))
+    routes = [LiveFeed(studio.runner, studio.chart).route()]
+    app.launch(prevent_thread_lock=prevent_thread_lock, quiet=True, _frontend=False,
+               **launch_options(settings, routes))
     return app, studio
 
 

@@ -19,6 +19,7 @@ from studio.core.lock import ACCELERATOR
 from studio.engine.runner import Runner
 from studio.engine.runs import RunFolder
 from studio.eval.resident import EvalModels
+from studio.ui.live import LossChart
 from studio.ui.security import PathNotAllowed, Roots
 
 DATASET_TAB, TRAIN_TAB, CHECKPOINTS_TAB, COMPARE_TAB, SCORE_TAB = "dataset", "train", "checkpoints", "compare", "score"
@@ -76,6 +77,8 @@ class Studio:
     """The grid pipeline and scoring backbones kept loaded (freed when a job takes the accelerator)."""
     app: gr.Blocks | None = None
     tabs: gr.Tabs | None = None
+    chart: LossChart = field(default_factory=LossChart)
+    """The loss chart's editions, shared by every page (the live feed names them, the Train tab draws them)."""
     job_key: gr.State | None = None
     """(run, status, checkpoints) of the studio's job, set by the Train tab's live stream: a tab that
     lists runs or checkpoints follows its changes (one event per change, no timer)."""

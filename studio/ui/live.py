@@ -27,6 +27,8 @@ whole chart in the browser, which on a busy 2-core machine costs the page (and t
 points are worth."""
 LOSS_COLORS = {"raw": "#94a3b8", "smoothed": "#4f46e5"}
 SCORE_COLORS = {"CLIP-I": "#0891b2", "CLIP-T": "#d97706", "DINO": "#16a34a"}
+CHART_SECONDS = 3.0
+"""While a job runs, the charts are redrawn at most this often (new points wait; an ended job's come at once)."""
 
 STATUS_LABELS = {
     "idle": "Idle", "loading": "Loading", "caching": "Caching", "training": "Training", "paused": "Paused",
@@ -60,6 +62,32 @@ def loss_frame(rows: list[dict[str, Any]] | tuple[dict[str, Any], ...],
 
 
 SCORE_SERIES = {"clip_i": "CLIP-I", "clip_t": "CLIP-T", "dino": "DINO"}
+
+
+class LossChart:
+    """The loss chart's editions, one for every page: a new edition for new rows at most every
+    `every` seconds while a job runs, at once for a new run or a job that ended. Its key (run, rows)
+    goes out with every live-feed message; a page asks for the frame when the key changes, and all
+    the pages that ask share one build."""
+
+    def __init__(self, every: float = CHART_SECONDS) -> None:
+        self.every = every
+        self._key: tuple[str | None, int] = (None, -1)
+        self._at = float("-inf")
+        self._frame: tuple[tuple[str | None, int], pd.DataFrame | None] = ((None, -1), None)
+
+    def key(self, snap: Snapshot, now: float) -> tuple[str | None, int]:
+        fresh = (snap.run, len(snap.metrics))
+        if fresh != self._key and (not snap.active or snap.run != self._key[0] or now - self._at >= self.every):
+            self._key, self._at = fresh, now
+        return self._key
+
+    def frame(self, snap: Snapshot, now: float) -> tuple[tuple[str | None, int], pd.DataFrame | None]:
+        """The current edition's key and frame (the snapshot's first `rows` rows)."""
+        key = self.key(snap, now)
+        if self._frame[0] != key:
+            self._frame = (key, loss_frame(snap.metrics[:key[1]]) if snap.metrics else None)
+        return self._frame
 
 
 def scores_frame(rows: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> pd.DataFrame | None:
@@ -110,12 +138,18 @@ def legend_html(colors: dict[str, str], label: str, marker: str = "line") -> str
     return f'<div class="chart-legend" role="list" aria-label="{html.escape(label)}">{chips}</div>'
 
 
+def version_mark(snap: Snapshot) -> str:
+    """The snapshot's version as an HTML comment that leads the header and the job panel: the page keeps
+    whichever of the live feed's and the poll's values is newer (studio/ui/live_feed.py)."""
+    return f"<!--v{snap.version}-->"
+
+
 def header_job_html(snap: Snapshot) -> str:
     """The header's badge: status, run and step of the same snapshot the job panel draws."""
     if snap.run is None:
-        return badge_html("idle", "no job")
+        return version_mark(snap) + badge_html("idle", "no job")
     extra = f"{snap.run} · {snap.step}/{snap.total}" if snap.total else snap.run
-    return badge_html(snap.status, extra)
+    return version_mark(snap) + badge_html(snap.status, extra)
 
 
 def compact_bytes(n: float) -> str:
@@ -145,7 +179,7 @@ def _message(snap: Snapshot) -> str:
 def job_html(snap: Snapshot) -> str:
     """Status line, progress bar and the live numbers of the current (or last) job."""
     if snap.run is None:
-        return ('<div class="job-panel">' + badge_html("idle") +
+        return (version_mark(snap) + '<div class="job-panel">' + badge_html("idle") +
                 '<p class="job-message">No job yet. The defaults train the tiny demo: press <b>Start</b>.</p></div>')
     last = snap.last
     fraction = min(1.0, snap.step / snap.total) if snap.total else 0.0
@@ -161,7 +195,7 @@ def job_html(snap: Snapshot) -> str:
         _stat("Memory", compact_bytes(last["memory"]) if last.get("memory") else "—"),
     ]
     return (
-        f'<div class="job-panel">{badge_html(snap.status, snap.run)}'
+        f'{version_mark(snap)}<div class="job-panel">{badge_html(snap.status, snap.run)}'
         f'<p class="job-message">{html.escape(_message(snap))}</p>'
         f'<div class="progress" role="progressbar" aria-label="Training progress" aria-valuemin="0" '
         f'aria-valuemax="{snap.total}" aria-valuenow="{snap.step}"><div class="progress-fill status-{snap.status}" '

@@ -3,7 +3,9 @@
 The studio is served in this process with a tiny job training (tiny-sd15 unless `--set` says
 otherwise); simulated pages (`live_viewers`, a separate, niced process, so their CPU is not the
 server's) call what a page's timers call (the endpoints and intervals are read from the app itself).
-Phases alternate, none then `--viewers` pages, `--repeats` times, on the same job.
+Phases alternate, none then `--viewers` pages, `--repeats` times, on the same job. The pages open
+before their phase starts (streams held open, each endpoint called once): a phase measures open
+pages; what opening them cost is reported apart.
 
 Per phase it records the job's steps/s and, from this process's CPU clock, the training thread's
 CPU and the rest: the web server, the polls and the runner. The rest above the no-viewer baseline,
@@ -43,7 +45,10 @@ class LivePhase:
     calls: int = 0
     round_trips: list[float] = field(default_factory=list)
     updates: int = 0
-    """What the pages' live streams delivered (header and job panel of a new snapshot)."""
+    """What the pages' live streams and feeds delivered."""
+    open_wall_s: float = 0.0
+    open_rest_cpu_s: float = 0.0
+    """Opening the pages, before the phase: its wall time and the server's CPU outside the training thread."""
 
     @property
     def steps_per_s(self) -> float:
@@ -85,6 +90,13 @@ class LiveBench:
         return max(0.0, self.rest_cpu_per_s(self.viewers) - self.rest_cpu_per_s(0))
 
     @property
+    def open_cpu_per_page_s(self) -> float:
+        """The server's CPU to open one page (above the no-viewer baseline for as long as it took)."""
+        group = self.group(self.viewers)
+        extra = sum(p.open_rest_cpu_s - self.rest_cpu_per_s(0) * p.open_wall_s for p in group)
+        return max(0.0, extra) / max(1, self.viewers * len(group))
+
+    @property
     def cpu_per_call_s(self) -> float:
         wall = sum(p.wall_s for p in self.group(self.viewers))
         return self.server_cpu_per_s * wall / max(1, self.calls)
@@ -92,13 +104,14 @@ class LiveBench:
 
 def page_endpoints(app) -> list[tuple[str, float | str]]:
     """What an open page calls on its own: (api name, interval) of every event its timers trigger, or
-    "stream" for the live view's stream (which the timer only restarts), and the Train tab's poll at
-    the rate the stream asks for it while a job trains."""
+    "stream" for the live view's stream (which the timer only restarts), "follow" for the Train tab's
+    poll (called whenever the stream's view key changes), "feed" for the live feed (the page's
+    EventSource) and "edition" for the loss chart (asked for whenever the feed names a new edition)."""
     import gradio as gr
 
-    from studio.ui.train_tab import CHART_SECONDS
+    from studio.ui.live_feed import FEED_PATH
 
-    out: list[tuple[str, float | str]] = [("/poll", CHART_SECONDS)]
+    out: list[tuple[str, float | str]] = [("/poll", "follow"), (FEED_PATH, "feed"), ("/loss_chart", "edition")]
     for fn in app.fns.values():
         for block_id, event in fn.targets:
             block = app.blocks.get(block_id)
@@ -137,17 +150,19 @@ def _measure(runner, train_cpu, seconds: float, viewers: subprocess.Popen | None
     return phase
 
 
-def _start_viewers(url: str, count: int, seconds: float,
-                   endpoints: list[tuple[str, float | str]]) -> subprocess.Popen:
+def _start_viewers(url: str, count: int, seconds: float, endpoints: list[tuple[str, float | str]],
+                   rest_cpu) -> tuple[subprocess.Popen, float, float]:
+    """The viewers' process once its pages are open, with the wall and server CPU (`rest_cpu`) that took."""
     args = [sys.executable, "-m", "studio.ui.live_viewers", url, str(count), str(seconds),
             *(f"{api}={interval}" for api, interval in endpoints)]
+    wall0, cpu0 = time.perf_counter(), rest_cpu()
     proc = subprocess.Popen(args, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if line.strip() != "ready":
         proc.kill()
         raise RuntimeError(f"the simulated viewers did not start (said {line.strip()!r}); run "
                            f"`python -m studio.ui.live_viewers {url} 1 1 /poll=0.5` to see why")
-    return proc
+    return proc, time.perf_counter() - wall0, rest_cpu() - cpu0
 
 
 def run_live_bench(viewers: int = 5, rounds: int = 3, seconds: float = 8.0, preset: str = "tiny-demo",
@@ -171,12 +186,16 @@ def run_live_bench(viewers: int = 5, rounds: int = 3, seconds: float = 8.0, pres
             thread = next((t for t in threading.enumerate() if t.name == "train-live-bench"), None)
             train_cpu = _thread_cpu(thread)
             endpoints = page_endpoints(app)
+
+            def rest_cpu() -> float:
+                return time.process_time() - (train_cpu() if train_cpu else 0.0)
+
             phases = []
             for _ in range(rounds):
                 phases.append(_measure(runner, train_cpu, seconds, None))
-                proc = _start_viewers(app.local_url, viewers, seconds, endpoints)
+                proc, open_wall, open_cpu = _start_viewers(app.local_url, viewers, seconds, endpoints, rest_cpu)
                 phase = _measure(runner, train_cpu, seconds, proc)
-                phase.viewers = viewers
+                phase.viewers, phase.open_wall_s, phase.open_rest_cpu_s = viewers, open_wall, open_cpu
                 phases.append(phase)
             rows = len(runner.snapshot().metrics)
         finally:
@@ -190,7 +209,9 @@ def run_live_bench(viewers: int = 5, rounds: int = 3, seconds: float = 8.0, pres
 
 def format_live_bench(result: LiveBench) -> str:
     n = result.viewers
-    calls = ", ".join(f"{api} open" if every == "stream" else f"{api} every {every:g} s"
+    calls = ", ".join(f"{api} open" if every in ("stream", "feed") else
+                      f"{api} when the stream's key changes" if every == "follow" else
+                      f"{api} for each new chart edition" if every == "edition" else f"{api} every {every:g} s"
                       for api, every in result.endpoints)
     lines = [f"Live view, the server's side: {n} simulated pages (a separate process, not counted) each calling "
              f"{calls}; a {result.base_model} job, phases of 0 and {n} pages alternating "
@@ -207,13 +228,15 @@ def format_live_bench(result: LiveBench) -> str:
     if result.phases[0].train_cpu_s is None:
         lines.append("  (no per-thread CPU clock here: the rest includes the training thread)")
     lines += [
-        f"Server CPU per poll: {result.cpu_per_call_s * 1000:.2f} CPU-ms ({result.calls} calls and stream updates; "
+        f"Server CPU per message or call: {result.cpu_per_call_s * 1000:.2f} CPU-ms ({result.calls} calls and stream updates; "
         "the process's CPU outside the training thread, above the 0-page baseline)",
         f"Wall per poll: {statistics.mean(trips) * 1000:.0f} ms mean round trip at a client, "
         f"p90 {statistics.quantiles(trips, n=10)[-1] * 1000:.0f} ms" if len(trips) >= 2 else "Wall per poll: no calls",
         f"Steps/s: {sps0:.2f} with 0 pages, {spsn:.2f} with {n} pages: {100 * (1 - spsn / sps0):+.1f} % cost "
         "(wall clock: noisy on a shared machine)",
-        f"Server cost of {n} pages: {share * 1000:.1f} CPU-ms per s = {100 * share:.1f} % of one core, the most "
+        f"Server cost of {n} open pages: {share * 1000:.1f} CPU-ms per s = {100 * share:.1f} % of one core, the most "
         "they can take from a job that needs a whole core",
+        f"Opening a page (once; its streams, feed and first calls): {result.open_cpu_per_page_s * 1000:.0f} "
+        "server CPU-ms",
     ]
     return "\n".join(lines)

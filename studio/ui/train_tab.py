@@ -1,12 +1,12 @@
 """Train tab: pick a preset, adjust the schema-generated settings, start, and watch the job live.
 
 Out of the box the form holds the `tiny-demo` preset on the built-in demo dataset, so pressing
-Start with no typing trains a LoRA in about a minute. The live view is one stream per page
-(`follow`): it looks at the shared runner's in-memory snapshot every `LIVE_SECONDS` and sends the
-header and the job panel (tiles, progress bar), both drawn from the same snapshot, whenever it
-changed; the rest of the view (`poll`: buttons, samples, error, the loss chart at most every
-`CHART_SECONDS`) is sent only when it changed. A page opened while a job runs shows that job's
-settings, read-only until it ends.
+Start with no typing trains a LoRA in about a minute. The live view has two paths: the header and
+the job panel (tiles, progress bar), both drawn from one snapshot, come over the studio's own event
+stream (studio/ui/live_feed.py: every new snapshot, within a quarter second, at a fraction of a CPU-ms
+per page), with the loss chart's edition (new rows at most every `CHART_SECONDS`), which the page then
+asks for (`chart`); everything else (`poll`: buttons, samples, error, validation scores) only when it
+changed, when `follow`, one Gradio stream per page, sees its key change. A page opened while a job runs shows that job's settings, read-only until it ends.
 Test setup runs the engine's dry run on the form (a few real steps) and reports speed, memory and
 the projected run.
 """
@@ -23,6 +23,8 @@ from studio.config import ConfigError, clamp_warmup, list_presets, load_config
 from studio.core.lock import AcceleratorBusy
 from studio.engine.runs import RunFolder, suggest_run_name
 from studio.ui import live
+from studio.ui.live import CHART_SECONDS
+from studio.ui.live_feed import live_script
 from studio.ui.notices import Refusal, refusing
 from studio.ui.context import TRAIN_TAB, Step, TrainLink
 from studio.ui.form import (FIELD_ORDER, base_model_choices, build_form, cli_command, dataset_choices, form_config,
@@ -36,11 +38,9 @@ TITLE, TAB_ID = "Train", TRAIN_TAB
 DEFAULT_PRESET = "tiny-demo"
 BUTTONS = ("start", "pause", "resume", "stop", "sample", "save")
 LIVE_SECONDS = 0.5
-"""How often a page's stream looks at the snapshot: the page's step trails the engine's by at most this plus
-delivery (well under the 1 s promised). Each look that finds a new snapshot costs the server ~6 CPU-ms of
-Gradio's streaming work, so twice as often would double what open pages take from a job (bench --live)."""
-CHART_SECONDS = 3.0
-"""While a job runs, the charts are redrawn at most this often (new points wait; an ended job's come at once)."""
+"""How often `follow` looks at the snapshot for a change of the view's or the job's key. A look costs
+nothing but the wake-up; a message (a key that changed) ~6 CPU-ms of Gradio's streaming work, which is
+why the step itself goes over the live feed."""
 RESTART_SECONDS = 5.0
 """A page whose stream ended (a dropped connection) starts a new one within this (the tick is ignored while
 one runs)."""
@@ -61,7 +61,6 @@ class TrainHandlers:
     def __init__(self, studio: Studio):
         self.studio = studio
         self._has_prompts: dict[str, bool] = {}
-        self._frame: tuple[Any, Any] = (None, None)
 
     # --- settings ------------------------------------------------------------------------------
     def load_preset(self, preset: str) -> tuple[Any, ...]:
@@ -183,25 +182,34 @@ class TrainHandlers:
         return self._command(self.studio.runner.save_now, "A checkpoint will be saved after this step.")
 
     # --- live view -----------------------------------------------------------------------------
-    async def follow(self) -> AsyncIterator[tuple[str, str, tuple, tuple]]:
-        """The live view's stream, one per open page: the header and the job panel (tiles, progress bar),
-        both from each new snapshot, looked at every LIVE_SECONDS; the key of the rest of the view,
-        whose changes run `poll`: the job's run, status, samples and error, and its metric rows, these
-        at most every CHART_SECONDS while it runs (a redraw of the chart is the page's costliest work);
-        and the job's key (run, status, checkpoints), whose changes the Checkpoints and Compare tabs follow.
+    async def follow(self) -> AsyncIterator[tuple[tuple, tuple]]:
+        """One Gradio stream per page, which sends only keys, and only when they change: the key of the
+        rest of the view, whose changes run `poll` (the job's run, status, samples, error and number of
+        scored rows), and the job's key (run, status, checkpoints), whose changes the Checkpoints and
+        Compare tabs follow. The header, the job panel and the loss chart's edition, which change with
+        every step, come over the live feed; the page asks for each new chart edition (`chart`).
 
-        A stream costs the server only what changes: no request per tick, and nothing while the job is idle."""
-        version, key, rows, rows_at = None, None, -1, 0.0
+        Why not the chart here: Gradio diffs every streamed output against its last message, which for
+        a chart of ~1000 points costs more than a request. A stream costs the server only what changes:
+        no request per tick, and nothing while the job is idle."""
+        key, job_key, chart_key, scored = None, None, None, 0
         while True:
             snap = self.studio.runner.snapshot()
-            now = time.monotonic()
-            if len(snap.metrics) != rows and (not snap.active or now - rows_at >= CHART_SECONDS):
-                rows, rows_at = len(snap.metrics), now
-            fresh = (snap.run, snap.status, snap.sample_step, len(snap.samples), snap.error, rows)
-            if snap.version != version or fresh != key:
-                version, key = snap.version, fresh
-                yield live.header_job_html(snap), live.job_html(snap), key, (snap.run, snap.status, tuple(snap.checkpoints))
+            edition = self.studio.chart.key(snap, time.monotonic())
+            if edition != chart_key:
+                chart_key = edition
+                scored = sum(1 for row in snap.metrics[:edition[1]] if "clip_i" in row)
+            fresh = (snap.run, snap.status, snap.sample_step, len(snap.samples), snap.error, scored)
+            fresh_job = (snap.run, snap.status, tuple(snap.checkpoints))
+            if fresh != key or fresh_job != job_key:
+                key, job_key = fresh, fresh_job
+                yield key, job_key
             await asyncio.sleep(LIVE_SECONDS)
+
+    def chart(self) -> Any:
+        """The loss chart's current edition, which the page asks for when the live feed names a new one.
+        One output and nothing skipped: the cheapest request Gradio serves (~15 CPU-ms)."""
+        return self.studio.chart.frame(self.studio.runner.snapshot(), time.monotonic())[1]
 
     def poll(self, seen: dict[str, Any] | None, form_ok: bool = True) -> tuple[Any, ...]:
         """The whole live view, sending only what changed since this page last drew it (`seen`), else
@@ -221,7 +229,8 @@ class TrainHandlers:
 
         run = RunFolder(self.studio.roots.outputs / snap.run) if snap.run else None
         out: list[Any] = [live.header_job_html(snap), live.job_html(snap)]
-        out.append(self._loss_frame(snap) if changed("chart", (snap.run, len(snap.metrics))) else gr.skip())
+        edition, frame = self.studio.chart.frame(snap, time.monotonic())
+        out.append(frame if changed("chart", edition) else gr.skip())
         scored = live.scores_frame(snap.metrics)
         if changed("scores", (snap.run, 0 if scored is None else len(scored))):
             out += [gr.LinePlot(value=scored, label=live.scores_label(snap.metrics)),
@@ -246,14 +255,6 @@ class TrainHandlers:
             out += [gr.skip()] * len(BUTTONS)
         seen["version"] = snap.version
         return (*out, seen, job)
-
-    def _loss_frame(self, snap) -> Any:
-        """The loss chart's frame, built once per new point for every page that polls (5 pages: one build)."""
-        key = (snap.run, len(snap.metrics))
-        cached = self._frame
-        if cached[0] != key:
-            cached = self._frame = (key, live.loss_frame(snap.metrics))
-        return cached[1]
 
     def _run_has_prompts(self, run: RunFolder | None) -> bool:
         """Sample now needs sample.prompts; read once per run from its config."""
@@ -300,7 +301,8 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                 test = gr.Button("Test setup", min_width=104)
             check = gr.Markdown("✓ Valid config", elem_id="config-check", label="Config check")
             setup_report = gr.Markdown(elem_id="setup-report", label="Test setup")
-            job = gr.HTML(live.job_html(snap), label="Job", elem_id="job", padding=False)
+            job = gr.HTML(live.job_html(snap), label="Job", elem_id="job", padding=False,
+                          js_on_load=live_script("job", asks_for_chart=True))
             with gr.Column(visible=False) as error_box:
                 error = gr.HTML(label="Error")
                 with gr.Accordion("Traceback", open=False):
@@ -339,9 +341,11 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                     *buttons.values(), seen, followed]
     refresh = dict(fn=handlers.poll, inputs=[seen, form_ok], outputs=live_outputs, concurrency_limit=None,
                    show_progress="hidden", api_visibility="private")
-    gr.on([studio.app.load, restart.tick], handlers.follow, None, [studio.header_job, job, view_key, studio.job_key],
+    gr.on([studio.app.load, restart.tick], handlers.follow, None, [view_key, studio.job_key],
           api_name="live",
           concurrency_limit=None, show_progress="hidden", trigger_mode="once")
+    # The live feed names each new edition of the loss chart; the page's panel asks for it ("apply").
+    job.apply(handlers.chart, None, chart, api_name="loss_chart", concurrency_limit=None, show_progress="hidden")
     view_key.change(handlers.poll, [seen, form_ok], live_outputs, api_name="poll", concurrency_limit=None,
                     show_progress="hidden")
     # The form follows the job: its settings, read-only, while it runs (also on a page opened during it).
