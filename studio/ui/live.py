@@ -68,18 +68,20 @@ class LossChart:
     """The loss chart's editions, one for every page: a new edition for new rows at most every
     `every` seconds while a job runs, at once for a new run or a job that ended. Its key (run, rows)
     goes out with every live-feed message; a page asks for the frame when the key changes, and all
-    the pages that ask share one build."""
+    the pages that ask share one build. `scored` counts the edition's validation-score rows."""
 
     def __init__(self, every: float = CHART_SECONDS) -> None:
         self.every = every
         self._key: tuple[str | None, int] = (None, -1)
         self._at = float("-inf")
+        self.scored = 0
         self._frame: tuple[tuple[str | None, int], pd.DataFrame | None] = ((None, -1), None)
 
     def key(self, snap: Snapshot, now: float) -> tuple[str | None, int]:
         fresh = (snap.run, len(snap.metrics))
         if fresh != self._key and (not snap.active or snap.run != self._key[0] or now - self._at >= self.every):
             self._key, self._at = fresh, now
+            self.scored = sum(1 for row in snap.metrics if "clip_i" in row)
         return self._key
 
     def frame(self, snap: Snapshot, now: float) -> tuple[tuple[str | None, int], pd.DataFrame | None]:

@@ -228,7 +228,8 @@ def format_live_bench(result: LiveBench) -> str:
     if result.phases[0].train_cpu_s is None:
         lines.append("  (no per-thread CPU clock here: the rest includes the training thread)")
     lines += [
-        f"Server CPU per message or call: {result.cpu_per_call_s * 1000:.2f} CPU-ms ({result.calls} calls and stream updates; "
+        f"Server CPU per message or call: {result.cpu_per_call_s * 1000:.2f} CPU-ms "
+        f"({result.calls} calls and stream updates; "
         "the process's CPU outside the training thread, above the 0-page baseline)",
         f"Wall per poll: {statistics.mean(trips) * 1000:.0f} ms mean round trip at a client, "
         f"p90 {statistics.quantiles(trips, n=10)[-1] * 1000:.0f} ms" if len(trips) >= 2 else "Wall per poll: no calls",

@@ -8,8 +8,9 @@ stream at PATH, as the page's EventSource does) open and calls every other endpo
 does when it loads. A `follow` endpoint is called only then: a page calls it when its stream's view key
 changes (a new sample, checkpoint or status), which the API cannot see (the key is session state), and
 which the bench's job, saving and sampling nothing, does not do. An `edition` endpoint is called
-whenever a feed message names a new chart edition, as the page's panel does. Then it prints `ready` and waits for a line on stdin, so that what an open page
-costs is measured apart from what opening it costs. For SECONDS it then calls every other endpoint at
+whenever a feed message names a new chart edition, as the page's panel does. Then it prints `ready`
+and waits for a line on stdin, so that what an open page costs is measured apart from what opening it
+costs. For SECONDS it then calls every other endpoint at
 its interval, the way a page's `gr.Timer` does (a tick that comes while the last call is still pending
 is dropped), and at the deadline, before closing anything, prints one JSON line: calls made, their
 round-trip seconds, and the updates the streams and feeds delivered in those SECONDS.

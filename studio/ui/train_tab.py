@@ -6,7 +6,8 @@ the job panel (tiles, progress bar), both drawn from one snapshot, come over the
 stream (studio/ui/live_feed.py: every new snapshot, within a quarter second, at a fraction of a CPU-ms
 per page), with the loss chart's edition (new rows at most every `CHART_SECONDS`), which the page then
 asks for (`chart`); everything else (`poll`: buttons, samples, error, validation scores) only when it
-changed, when `follow`, one Gradio stream per page, sees its key change. A page opened while a job runs shows that job's settings, read-only until it ends.
+changed, when `follow`, one Gradio stream per page, sees its key change. A page opened while a job
+runs shows that job's settings, read-only until it ends.
 Test setup runs the engine's dry run on the form (a few real steps) and reports speed, memory and
 the projected run.
 """
@@ -192,14 +193,11 @@ class TrainHandlers:
         Why not the chart here: Gradio diffs every streamed output against its last message, which for
         a chart of ~1000 points costs more than a request. A stream costs the server only what changes:
         no request per tick, and nothing while the job is idle."""
-        key, job_key, chart_key, scored = None, None, None, 0
+        key, job_key = None, None
         while True:
             snap = self.studio.runner.snapshot()
-            edition = self.studio.chart.key(snap, time.monotonic())
-            if edition != chart_key:
-                chart_key = edition
-                scored = sum(1 for row in snap.metrics[:edition[1]] if "clip_i" in row)
-            fresh = (snap.run, snap.status, snap.sample_step, len(snap.samples), snap.error, scored)
+            self.studio.chart.key(snap, time.monotonic())  # the edition, and with it its scored rows
+            fresh = (snap.run, snap.status, snap.sample_step, len(snap.samples), snap.error, self.studio.chart.scored)
             fresh_job = (snap.run, snap.status, tuple(snap.checkpoints))
             if fresh != key or fresh_job != job_key:
                 key, job_key = fresh, fresh_job
